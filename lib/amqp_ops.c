@@ -1,0 +1,210 @@
+/*
+ * Synchronous AMQP methods and the sends the core makes (publish, ack).
+ *
+ * mmi_rpc replaces rabbitmq-c's amqp_simple_rpc, which ignores frames already
+ * queued inside rabbitmq-c and so hangs forever when a channel.close for its
+ * channel is among them. Ours reads the queue first, keeps every frame that
+ * is not its reply in the backlog (the pump dispatches them next, in order),
+ * answers a channel.close on its own channel at once, and is bounded by the
+ * RPC timeout: a broker that does not answer costs the connection, never a
+ * hung loop. Every call that may have read re-arms the pump.
+ */
+#include <stdio.h>
+#include <string.h>
+
+
+#include "internal.h"
+
+static int
+remaining_tv(uint64_t deadline, struct timeval *tv)
+{
+    uint64_t now = mmi_now_ms();
+    if (now >= deadline)
+        return 0;
+    uint64_t left = deadline - now;
+    *tv = (struct timeval){.tv_sec = (time_t) (left / 1000), .tv_usec = (suseconds_t) (left % 1000) * 1000};
+    return 1;
+}
+
+static int
+rpc_read_failed(mm_t *mm, uint16_t ch, amqp_method_number_t id, int st)
+{
+    if (st == AMQP_STATUS_TIMEOUT) {
+        mmi_conn_lost(mm, MM_ETIMEDOUT, "no reply to method 0x%08x on channel %u within %u ms",
+                      id, ch, mm->opts.rpc_timeout_ms);
+        return mmi_fail(mm, MM_ETIMEDOUT, "no reply from the broker within %u ms",
+                        mm->opts.rpc_timeout_ms);
+    }
+    mmi_conn_lost(mm, mmi_err_from_status(st), "reading from the broker: %s",
+                  amqp_error_string2(st));
+    return mmi_fail(mm, MM_EDISCONNECTED, "connection lost: %s", amqp_error_string2(st));
+}
+
+/* A frame that is not our reply: handle what cannot wait, keep the rest. */
+static int
+rpc_other_frame(mm_t *mm, uint16_t ch, const amqp_frame_t *f)
+{
+    if (f->channel == 0) {
+        mmi_conn_frame(mm, f);
+        if (mm->state != MMI_CONNECTED)
+            return mmi_fail(mm, MM_EDISCONNECTED, "%s", "connection closed by the broker");
+        return MM_OK;
+    }
+    if (f->channel == ch && f->frame_type == AMQP_FRAME_METHOD &&
+        f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        const amqp_channel_close_t *c = f->payload.method.decoded;
+        int rc = mmi_fail(mm, MM_ECHANNEL, "broker closed channel %u: %u %.*s", ch,
+                          c->reply_code, (int) c->reply_text.len,
+                          (const char *) c->reply_text.bytes);
+        mmi_chan_closed_by_broker(mm, ch, c);
+        return rc;
+    }
+    if (mmi_backlog_push(mm, f) != MM_OK) {
+        mmi_conn_lost(mm, MM_ENOMEM, "no memory to keep an incoming frame");
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    }
+    return MM_OK;
+}
+
+static int
+rpc_wait(mm_t *mm, uint16_t ch, amqp_method_number_t id, amqp_method_number_t reply_id,
+         void **ret_reply)
+{
+    uint64_t deadline = mmi_now_ms() + mm->opts.rpc_timeout_ms;
+    for (;;) {
+        struct timeval tv;
+        amqp_frame_t f;
+        int st = remaining_tv(deadline, &tv)
+                     ? amqp_simple_wait_frame_noblock(mm->conn, &f, &tv)
+                     : AMQP_STATUS_TIMEOUT;
+        if (st != AMQP_STATUS_OK)
+            return rpc_read_failed(mm, ch, id, st);
+        if (f.frame_type == AMQP_FRAME_HEARTBEAT)
+            continue;
+        if (f.channel == ch && f.frame_type == AMQP_FRAME_METHOD &&
+            f.payload.method.id == reply_id) {
+            if (ret_reply != NULL)
+                *ret_reply = f.payload.method.decoded;
+            return MM_OK;
+        }
+        int rc = rpc_other_frame(mm, ch, &f);
+        if (rc != MM_OK)
+            return rc;
+    }
+}
+
+int
+mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req, amqp_method_number_t reply_id,
+        void **ret_reply)
+{
+    if (mm->state != MMI_CONNECTED)
+        return mmi_fail(mm, MM_ENOTCONN, "not connected");
+    if (!mmi_chan_is_open(mm, ch))
+        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    int st = amqp_send_method(mm->conn, ch, id, req);
+    if (st != AMQP_STATUS_OK) {
+        mmi_conn_lost(mm, mmi_err_from_status(st), "sending: %s", amqp_error_string2(st));
+        return mmi_fail(mm, MM_EDISCONNECTED, "connection lost: %s", amqp_error_string2(st));
+    }
+    int rc = rpc_wait(mm, ch, id, reply_id, ret_reply);
+    mmi_pump_kick(mm);
+    return rc;
+}
+
+static int
+send_failed(mm_t *mm, int st, const char *what)
+{
+    mmi_conn_lost(mm, mmi_err_from_status(st), "%s: %s", what, amqp_error_string2(st));
+    return mmi_fail(mm, MM_EDISCONNECTED, "%s: %s", what, amqp_error_string2(st));
+}
+
+int
+mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
+                  const amqp_table_t *args, uint32_t *ret_count)
+{
+    amqp_queue_declare_t req = {
+        .queue = amqp_cstring_bytes(name ? name : ""),
+        .passive = (flags & MMI_Q_PASSIVE) != 0,
+        .durable = (flags & MMI_Q_DURABLE) != 0,
+        .exclusive = (flags & MMI_Q_EXCLUSIVE) != 0,
+        .auto_delete = (flags & MMI_Q_AUTO_DELETE) != 0,
+        .arguments = args ? *args : amqp_empty_table,
+    };
+    amqp_queue_declare_ok_t *ok = NULL;
+    int rc = mmi_rpc(mm, ch, AMQP_QUEUE_DECLARE_METHOD, &req, AMQP_QUEUE_DECLARE_OK_METHOD,
+                     (void **) &ok);
+    if (rc == MM_OK && ret_count != NULL)
+        *ret_count = ok->message_count;
+    return rc;
+}
+
+int
+mmi_queue_delete(mm_t *mm, uint16_t ch, const char *name)
+{
+    amqp_queue_delete_t req = {.queue = amqp_cstring_bytes(name)};
+    return mmi_rpc(mm, ch, AMQP_QUEUE_DELETE_METHOD, &req, AMQP_QUEUE_DELETE_OK_METHOD, NULL);
+}
+
+int
+mmi_basic_qos(mm_t *mm, uint16_t ch, uint16_t prefetch)
+{
+    amqp_basic_qos_t req = {.prefetch_count = prefetch};
+    return mmi_rpc(mm, ch, AMQP_BASIC_QOS_METHOD, &req, AMQP_BASIC_QOS_OK_METHOD, NULL);
+}
+
+int
+mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
+                  char *ret_tag, size_t tag_len)
+{
+    amqp_basic_consume_t req = {
+        .queue = amqp_cstring_bytes(queue),
+        .no_ack = no_ack,
+        .exclusive = exclusive,
+        .arguments = amqp_empty_table,
+    };
+    amqp_basic_consume_ok_t *ok = NULL;
+    int rc = mmi_rpc(mm, ch, AMQP_BASIC_CONSUME_METHOD, &req, AMQP_BASIC_CONSUME_OK_METHOD,
+                     (void **) &ok);
+    if (rc == MM_OK && ret_tag != NULL && tag_len > 0)
+        snprintf(ret_tag, tag_len, "%.*s", (int) ok->consumer_tag.len,
+                 (const char *) ok->consumer_tag.bytes);
+    return rc;
+}
+
+int
+mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple)
+{
+    if (!mmi_chan_is_open(mm, ch))
+        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    int st = amqp_basic_ack(mm->conn, ch, tag, multiple);
+    if (st != AMQP_STATUS_OK)
+        return send_failed(mm, st, "basic.ack");
+    mmi_pump_kick(mm);
+    return MM_OK;
+}
+
+int
+mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
+{
+    if (!mmi_chan_is_open(mm, ch))
+        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    int st = amqp_basic_nack(mm->conn, ch, tag, multiple, requeue);
+    if (st != AMQP_STATUS_OK)
+        return send_failed(mm, st, "basic.nack");
+    mmi_pump_kick(mm);
+    return MM_OK;
+}
+
+int
+mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
+            bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body)
+{
+    if (!mmi_chan_is_open(mm, ch))
+        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    int st = amqp_basic_publish(mm->conn, ch, amqp_cstring_bytes(exchange),
+                                amqp_cstring_bytes(routing_key), mandatory, 0, props, body);
+    if (st != AMQP_STATUS_OK)
+        return send_failed(mm, st, "basic.publish");
+    mmi_pump_kick(mm);
+    return MM_OK;
+}

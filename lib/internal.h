@@ -1,0 +1,187 @@
+/*
+ * The core's internal API: the instance struct and the narrow surface that
+ * lib/, peers/, election/ and qos/ use (channels, synchronous AMQP methods,
+ * publish, content delivery, deferred events, logging, errors).
+ * Symbols here are prefixed mmi_ and stay local to the library.
+ */
+#ifndef MM_INTERNAL_H
+#define MM_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <sys/time.h>
+
+#include <amqp.h>
+
+#include "micromsg.h"
+#include "uri.h"
+
+struct event;
+struct mmi_chan;
+struct mmi_pending_event;
+
+#define MMI_ERRBUF 256
+#define MMI_PUMP_BUDGET 256 /* frames per read callback before yielding to the loop */
+
+/* The callback contract of a channel's owner. Every field may be NULL. */
+typedef struct mmi_content {
+    uint16_t channel;
+    amqp_method_number_t method; /* BASIC_DELIVER, BASIC_RETURN or BASIC_GET_OK */
+    uint64_t delivery_tag;       /* 0 for BASIC_RETURN */
+    bool redelivered;
+    uint16_t reply_code; /* BASIC_RETURN only */
+    amqp_bytes_t reply_text, exchange, routing_key, consumer_tag;
+    const amqp_basic_properties_t *props; /* valid during the callback */
+    amqp_bytes_t body;                    /* valid during the callback */
+} mmi_content_t;
+
+typedef struct mmi_chan_ops {
+    /* A complete message (method + header + body) arrived on the channel. */
+    void (*on_content)(mm_t *mm, const mmi_content_t *c, void *ud);
+    /* Any other method the broker sent on the channel (basic.ack/nack, basic.cancel...). */
+    void (*on_method)(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud);
+    /* The channel is gone: closed by the broker (code MM_ECHANNEL, text) or by the
+     * connection's end (MM_EDISCONNECTED). Not called for mmi_chan_close(). */
+    void (*on_closed)(mm_t *mm, uint16_t ch, int code, const char *text, void *ud);
+} mmi_chan_ops_t;
+
+typedef enum { MMI_IDLE, MMI_CONNECTED } mmi_state;
+
+/* The options, as copied from the caller (strings owned by mm). */
+struct mmi_opts {
+    char *uri;
+    mm_log_fn log;
+    void *log_ud;
+    int log_level;
+    mm_event_fn on_event;
+    void *event_ud;
+    mm_retry_fn retry;
+    void *retry_ud;
+    uint32_t retry_budget_ms;
+    uint32_t connect_timeout_ms;
+    uint32_t rpc_timeout_ms;
+};
+
+struct mm {
+    char *service;
+    char id[37];
+    struct mmi_opts opts;
+    struct event_base *base;
+    bool own_base;
+
+    int init_code; /* MM_OK, or why mm_new refused its arguments */
+    int last_code;
+    char last_error[MMI_ERRBUF];
+
+    /* connection (lib/conn.c, lib/pump.c) */
+    mmi_state state;
+    amqp_connection_state_t conn;
+    amqp_connection_state_t dead_conn; /* destroyed from the deferred event */
+    int dead_code;                     /* what the channel owners are told */
+    struct mmi_uri uri;
+    char *uri_redacted;
+    int heartbeat;
+    bool blocked;
+    struct event *ev_read;
+    struct event *ev_heartbeat;
+    struct event *ev_deferred;
+
+    /* channels (lib/chan.c) */
+    struct mmi_chan **chans;
+    uint32_t nchans; /* capacity of chans, indexed by channel number */
+    uint16_t channel_max;
+    uint32_t next_chan; /* last channel number handed out */
+
+    /* frames read during a synchronous method that were not its reply */
+    amqp_frame_t *backlog;
+    size_t bl_head, bl_len, bl_cap;
+
+    /* instance events waiting for the deferred callback */
+    struct mmi_pending_event *ev_head, *ev_tail;
+
+    /* reentrancy: mm_free inside a callback is deferred to the outermost return */
+    int cb_depth;
+    bool free_pending;
+    bool running;
+    int run_result;
+};
+
+/* ---- errors and logs (lib/err.c, lib/log.c) ---- */
+int mmi_fail(mm_t *mm, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void mmi_clear_error(mm_t *mm);
+int mmi_log_level_from_env(void);
+void mmi_log_emit(mm_t *mm, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define mmi_log(mm, lvl, ...)                                                                      \
+    do {                                                                                           \
+        if ((lvl) <= (mm)->opts.log_level && (mm)->opts.log != NULL)                               \
+            mmi_log_emit((mm), (lvl), __VA_ARGS__);                                                \
+    } while (0)
+
+/* ---- rabbitmq-c errors, translated once (lib/amqp_err.c) ---- */
+int mmi_err_from_status(int amqp_status);
+int mmi_err_from_reply(amqp_rpc_reply_t r, char *text, size_t len);
+int mmi_err_from_close(uint16_t reply_code);
+
+/* ---- instance (lib/mm.c) ---- */
+void mmi_enter(mm_t *mm);
+bool mmi_leave(mm_t *mm); /* false when mm was freed: touch nothing */
+bool mmi_alive(const mm_t *mm);
+void mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void mmi_deferred_kick(mm_t *mm);
+void mmi_events_flush(mm_t *mm);
+void mmi_events_drop(mm_t *mm);
+int mmi_check_usable(mm_t *mm);
+int mmi_make_id(char out[37]);
+
+/* ---- connection (lib/conn.c) ---- */
+const char *mmi_resolve_uri(const mm_t *mm, const char *uri);
+int mmi_conn_open(mm_t *mm);
+void mmi_conn_lost(mm_t *mm, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void mmi_conn_close(mm_t *mm);
+void mmi_conn_reap(mm_t *mm);
+
+/* ---- frame pump (lib/pump.c) ---- */
+int mmi_pump_start(mm_t *mm);
+void mmi_pump_stop(mm_t *mm);
+void mmi_pump_kick(mm_t *mm);
+void mmi_frame_dispatch(mm_t *mm, const amqp_frame_t *f);
+void mmi_conn_frame(mm_t *mm, const amqp_frame_t *f);
+bool mmi_backlog_pop(mm_t *mm, amqp_frame_t *f);
+int mmi_backlog_push(mm_t *mm, const amqp_frame_t *f);
+bool mmi_backlog_has_channel(const mm_t *mm, uint16_t ch);
+
+/* ---- channels and synchronous methods (lib/chan.c, lib/amqp_ops.c) ---- */
+int mmi_chan_open(mm_t *mm, const mmi_chan_ops_t *ops, void *ud, uint16_t *ret_ch);
+int mmi_chan_close(mm_t *mm, uint16_t ch);
+bool mmi_chan_is_open(const mm_t *mm, uint16_t ch);
+void mmi_chan_frame(mm_t *mm, const amqp_frame_t *f);
+void mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *c);
+void mmi_chans_fail_all(mm_t *mm, int code, const char *text);
+void mmi_chans_free(mm_t *mm);
+bool mmi_chan_busy(const mm_t *mm, uint16_t ch);
+
+int mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req,
+            amqp_method_number_t reply_id, void **ret_reply);
+
+#define MMI_Q_DURABLE 1u
+#define MMI_Q_EXCLUSIVE 2u
+#define MMI_Q_AUTO_DELETE 4u
+#define MMI_Q_PASSIVE 8u
+int mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
+                      const amqp_table_t *args, uint32_t *ret_count);
+int mmi_queue_delete(mm_t *mm, uint16_t ch, const char *name);
+int mmi_basic_qos(mm_t *mm, uint16_t ch, uint16_t prefetch);
+int mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
+                      char *ret_tag, size_t tag_len);
+int mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple);
+int mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue);
+int mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
+                bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body);
+
+/* Monotonic clock in milliseconds. */
+uint64_t mmi_now_ms(void);
+
+#endif

@@ -1,0 +1,373 @@
+/*
+ * Instance lifecycle: mm_new (options copied, name checked, id made),
+ * mm_run/mm_stop on an owned loop, mm_free (deferred while a callback runs,
+ * the hiredis ENTERED/FREEING pattern), and the deferred event that delivers
+ * instance events outside the API calls that caused them.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include "internal.h"
+
+struct mmi_pending_event {
+    struct mmi_pending_event *next;
+    mm_event_type type;
+    int code;
+    uint16_t channel;
+    char text[];
+};
+
+#define MMI_NAME_MAX 128
+
+int
+mm_version(void)
+{
+    return MM_VERSION_NUMBER;
+}
+
+uint64_t
+mmi_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+int
+mmi_make_id(char out[37])
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, out);
+    return MM_OK;
+}
+
+static void
+stderr_log(int level, const char *text, void *ud)
+{
+    static const char *names[] = {[MM_LOG_ERR] = "error", [MM_LOG_WARN] = "warn",
+                                  [MM_LOG_INFO] = "info", [MM_LOG_DEBUG] = "debug"};
+    const char *name = level >= 0 && level <= MM_LOG_DEBUG && names[level] ? names[level] : "log";
+    fprintf(stderr, "micromsg[%s] %s: %s\n", (const char *) ud, name, text);
+}
+
+static bool
+name_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-' || ch == ':';
+}
+
+static int
+check_service_name(mm_t *mm, const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return mmi_fail(mm, MM_ENAME, "service name is empty");
+    size_t n = strlen(s);
+    if (n > MMI_NAME_MAX)
+        return mmi_fail(mm, MM_ENAME, "service name is %zu characters (max %d)", n, MMI_NAME_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!name_char_ok(s[i]))
+            return mmi_fail(mm, MM_ENAME, "service name has '%c' at %zu (allowed: A-Z a-z 0-9 . _ - :)",
+                            s[i] > 32 && s[i] < 127 ? s[i] : '?', i);
+    if (s[0] == '.' || s[n - 1] == '.' || strstr(s, "..") != NULL)
+        return mmi_fail(mm, MM_ENAME, "service name '%s' has an empty dot-separated part", s);
+    if (strcmp(s, "internal") == 0 || strncmp(s, "internal.", 9) == 0)
+        return mmi_fail(mm, MM_ENAME, "service name '%s' is reserved (internal.*)", s);
+    return MM_OK;
+}
+
+static int
+copy_opts(mm_t *mm, const mm_opts_t *src)
+{
+    mm_opts_t o = MM_OPTS_INIT;
+    if (src != NULL) {
+        if (src->size < offsetof(mm_opts_t, base) || src->size > sizeof o * 4)
+            return mmi_fail(mm, MM_EINVAL, "options not set up with MM_OPTS_INIT (size %zu)",
+                            src->size);
+        memcpy(&o, src, src->size < sizeof o ? src->size : sizeof o);
+    }
+    mm->opts = (struct mmi_opts){
+        .log = o.log, .log_ud = o.log_ud, .log_level = o.log_level,
+        .on_event = o.on_event, .event_ud = o.event_ud,
+        .retry = o.retry ? o.retry : mm_retry_default,
+        .retry_ud = o.retry ? o.retry_ud : (void *) (uintptr_t) o.retry_budget_ms,
+        .retry_budget_ms = o.retry_budget_ms ? o.retry_budget_ms : 30000,
+        .connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 5000,
+        .rpc_timeout_ms = o.rpc_timeout_ms ? o.rpc_timeout_ms : 10000,
+    };
+    mm->base = o.base;
+    if (o.uri != NULL && (mm->opts.uri = strdup(o.uri)) == NULL)
+        return MM_ENOMEM;
+    return MM_OK;
+}
+
+static void
+setup_logging(mm_t *mm)
+{
+    int env = mmi_log_level_from_env();
+    if (mm->opts.log_level == 0)
+        mm->opts.log_level = env != MM_LOG_NONE ? env : MM_LOG_WARN;
+    if (mm->opts.log == NULL && env != MM_LOG_NONE) {
+        mm->opts.log = stderr_log;
+        mm->opts.log_ud = mm->service ? mm->service : "?";
+    }
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg);
+
+static int
+setup_loop(mm_t *mm)
+{
+    if (mm->base == NULL) {
+        mm->base = event_base_new();
+        if (mm->base == NULL)
+            return MM_ENOMEM;
+        mm->own_base = true;
+    }
+    mm->ev_deferred = event_new(mm->base, -1, 0, on_deferred, mm);
+    return mm->ev_deferred ? MM_OK : MM_ENOMEM;
+}
+
+static void instance_destroy(mm_t *mm);
+
+mm_t *
+mm_new(const char *service, const mm_opts_t *opts)
+{
+    mm_t *mm = calloc(1, sizeof *mm);
+    if (mm == NULL)
+        return NULL;
+    int rc = copy_opts(mm, opts);
+    if (rc == MM_OK)
+        rc = check_service_name(mm, service);
+    if (rc == MM_OK && (mm->service = strdup(service)) == NULL)
+        rc = MM_ENOMEM;
+    setup_logging(mm);
+    if (rc != MM_ENOMEM && setup_loop(mm) != MM_OK)
+        rc = MM_ENOMEM;
+    if (rc == MM_ENOMEM) {
+        instance_destroy(mm);
+        return NULL;
+    }
+    mmi_make_id(mm->id);
+    /* Invalid arguments leave a failed instance whose calls all return rc. */
+    mm->init_code = rc;
+    mmi_log(mm, MM_LOG_DEBUG, "instance %s of '%s' created", mm->id, mm_service(mm));
+    return mm;
+}
+
+int
+mmi_check_usable(mm_t *mm)
+{
+    if (mm->init_code != MM_OK)
+        return mmi_fail(mm, mm->init_code, "%s", mm->last_error[0] ? mm->last_error
+                                                                   : "instance failed at mm_new");
+    if (mm->free_pending)
+        return mmi_fail(mm, MM_ECLOSED, "instance is being freed");
+    return MM_OK;
+}
+
+/* ---- reentrancy ---- */
+
+void
+mmi_enter(mm_t *mm)
+{
+    mm->cb_depth++;
+}
+
+bool
+mmi_leave(mm_t *mm)
+{
+    mm->cb_depth--;
+    if (mm->cb_depth == 0 && mm->free_pending) {
+        instance_destroy(mm);
+        return false;
+    }
+    return true;
+}
+
+bool
+mmi_alive(const mm_t *mm)
+{
+    return !mm->free_pending;
+}
+
+/* ---- instance events ---- */
+
+void
+mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, ...)
+{
+    char text[MMI_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    mmi_log(mm, code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "event %d: %s%s%s", (int) type,
+            code == MM_OK ? "" : mm_err_name(code), code == MM_OK ? "" : ": ", text);
+    struct mmi_pending_event *e = malloc(sizeof *e + strlen(text) + 1);
+    if (e == NULL)
+        return; /* logged above; an event is not worth failing the caller for */
+    *e = (struct mmi_pending_event){.type = type, .code = code, .channel = ch};
+    strcpy(e->text, text);
+    if (mm->ev_tail)
+        mm->ev_tail->next = e;
+    else
+        mm->ev_head = e;
+    mm->ev_tail = e;
+    mmi_deferred_kick(mm);
+}
+
+void
+mmi_deferred_kick(mm_t *mm)
+{
+    if (mm->ev_deferred != NULL)
+        event_active(mm->ev_deferred, EV_TIMEOUT, 0);
+}
+
+/* Deliver queued events; stops early when a callback frees the instance. */
+void
+mmi_events_flush(mm_t *mm)
+{
+    while (mm->ev_head != NULL && mmi_alive(mm)) {
+        struct mmi_pending_event *e = mm->ev_head;
+        mm->ev_head = e->next;
+        if (mm->ev_head == NULL)
+            mm->ev_tail = NULL;
+        if (mm->opts.on_event != NULL) {
+            mm_event_t ev = {.type = e->type, .code = e->code, .text = e->text,
+                             .channel = e->channel};
+            mm->opts.on_event(mm, &ev, mm->opts.event_ud);
+        }
+        free(e);
+    }
+}
+
+void
+mmi_events_drop(mm_t *mm)
+{
+    while (mm->ev_head != NULL) {
+        struct mmi_pending_event *e = mm->ev_head;
+        mm->ev_head = e->next;
+        free(e);
+    }
+    mm->ev_tail = NULL;
+}
+
+static void
+on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    mm_t *mm = arg;
+    (void) fd;
+    (void) what;
+    mmi_enter(mm);
+    mmi_conn_reap(mm);
+    mmi_events_flush(mm);
+    if (mm->running && mm->state != MMI_CONNECTED && mmi_alive(mm)) {
+        mm->run_result = MM_EDISCONNECTED;
+        event_base_loopbreak(mm->base);
+    }
+    mmi_leave(mm);
+}
+
+/* ---- run / stop / free ---- */
+
+int
+mm_run(mm_t *mm)
+{
+    if (mm == NULL)
+        return MM_EINVAL;
+    int rc = mmi_check_usable(mm);
+    if (rc != MM_OK)
+        return rc;
+    if (!mm->own_base)
+        return mmi_fail(mm, MM_ESTATE, "mm_run: the instance is attached to the caller's "
+                                       "event_base; run that base instead");
+    if (mm->state != MMI_CONNECTED)
+        return mmi_fail(mm, MM_ESTATE, "mm_run: not connected (call mm_connect first)");
+    if (mm->running)
+        return mmi_fail(mm, MM_ESTATE, "mm_run: already running");
+    mm->running = true;
+    mm->run_result = MM_OK;
+    event_base_dispatch(mm->base);
+    mm->running = false;
+    if (mm->run_result != MM_OK)
+        return mmi_fail(mm, mm->run_result, "mm_run: %s", mm_strerror(mm->run_result));
+    return MM_OK;
+}
+
+void
+mm_stop(mm_t *mm)
+{
+    if (mm != NULL && mm->running && mm->own_base)
+        event_base_loopbreak(mm->base);
+}
+
+static void
+instance_destroy(mm_t *mm)
+{
+    if (mm->state == MMI_CONNECTED)
+        mmi_conn_close(mm);
+    mmi_conn_reap(mm);
+    mmi_chans_free(mm);
+    mmi_events_drop(mm);
+    if (mm->ev_deferred != NULL)
+        event_free(mm->ev_deferred);
+    if (mm->own_base && mm->base != NULL)
+        event_base_free(mm->base);
+    mmi_uri_free(&mm->uri);
+    free(mm->uri_redacted);
+    free(mm->backlog);
+    free(mm->opts.uri);
+    free(mm->service);
+    free(mm);
+}
+
+void
+mm_free(mm_t *mm)
+{
+    if (mm == NULL || mm->free_pending)
+        return;
+    mm->free_pending = true;
+    if (mm->cb_depth > 0) {
+        /* Inside one of our callbacks: the outermost mmi_leave() frees it. */
+        mm_stop(mm);
+        return;
+    }
+    instance_destroy(mm);
+}
+
+/* ---- getters ---- */
+
+const char *
+mm_service(const mm_t *mm)
+{
+    return mm && mm->service ? mm->service : "";
+}
+
+const char *
+mm_id(const mm_t *mm)
+{
+    return mm ? mm->id : "";
+}
+
+int
+mm_is_connected(const mm_t *mm)
+{
+    return mm != NULL && mm->state == MMI_CONNECTED;
+}
+
+const char *
+mm_uri(const mm_t *mm)
+{
+    return mm ? mm->uri_redacted : NULL;
+}
+
+int
+mm_heartbeat(const mm_t *mm)
+{
+    return mm && mm->state == MMI_CONNECTED ? mm->heartbeat : 0;
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Private RabbitMQ node for one test run: broker.sh COMMAND [ARGS...]
+#
+# Starts a node with its own name, free loopback ports and its own data/log
+# directory in a temp dir, waits (bounded) until it accepts AMQP connections,
+# exports MM_TEST_URI, MM_TEST_NODE and MM_TEST_CTL (a rabbitmqctl wrapper for
+# fault tests: "$MM_TEST_CTL stop_app"), runs COMMAND, then stops the node and
+# removes its files, also on failure or Ctrl-C. Exits with COMMAND's status.
+#
+# If MM_TEST_URI is already set, that broker is used and nothing is started.
+#
+# Debian's /usr/sbin/rabbitmq* wrappers switch user and lose the environment,
+# so the scripts in /usr/lib/rabbitmq/bin are called directly.
+set -u
+
+if [ "$#" -eq 0 ]; then
+    echo "usage: broker.sh COMMAND [ARGS...]" >&2
+    exit 64
+fi
+
+if [ -n "${MM_TEST_URI:-}" ]; then
+    exec "$@"
+fi
+
+RMQ_BIN=${RMQ_BIN:-/usr/lib/rabbitmq/bin}
+START_TIMEOUT=${MM_BROKER_START_TIMEOUT:-90}
+
+if [ ! -x "$RMQ_BIN/rabbitmq-server" ]; then
+    echo "broker.sh: $RMQ_BIN/rabbitmq-server not found (apt-get install rabbitmq-server)" >&2
+    exit 69
+fi
+
+port_is_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+free_port() {
+    local p i
+    for i in $(seq 1 200); do
+        p=$((20000 + RANDOM % 30000))
+        if port_is_free "$p" && port_is_free $((p + 10000)); then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/mmbroker.XXXXXX")
+node="mmtest-$$@localhost"
+amqp_port=$(free_port) || { echo "broker.sh: no free port" >&2; exit 69; }
+dist_port=$(free_port) || { echo "broker.sh: no free port" >&2; exit 69; }
+server_pid=""
+# epmd is shared by every Erlang node on the host: stop it only if we started it.
+epmd_was_running=0
+pgrep -x epmd >/dev/null 2>&1 && epmd_was_running=1
+
+ctl() {
+    HOME="$dir/home" RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
+        "$RMQ_BIN/rabbitmqctl" -n "$node" "$@"
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        ctl stop >/dev/null 2>&1 || true
+        for _ in $(seq 1 100); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    # The node's Erlang VM may outlive the shell script that started it.
+    pkill -KILL -f -- "-sname $node" 2>/dev/null || true
+    pkill -KILL -f -- "$dir" 2>/dev/null || true
+    if [ "$epmd_was_running" = 0 ] && ! pgrep -x beam.smp >/dev/null 2>&1; then
+        pkill -x epmd 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
+: >"$dir/rabbitmq-env.conf"
+echo "[]." >"$dir/enabled_plugins"
+cat >"$dir/rabbitmq.conf" <<EOF
+listeners.tcp.default = 127.0.0.1:$amqp_port
+loopback_users = none
+log.console = false
+log.file.level = info
+EOF
+
+export HOME="$dir/home"
+export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
+export RABBITMQ_NODENAME="$node"
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT="$amqp_port"
+export RABBITMQ_DIST_PORT="$dist_port"
+export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+export RABBITMQ_LOG_BASE="$dir/log"
+export RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf"
+export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
+# Erlang distribution and epmd on loopback only, like the AMQP listener.
+export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export ERL_EPMD_ADDRESS=127.0.0.1
+
+t0=$(date +%s.%N)
+"$RMQ_BIN/rabbitmq-server" >"$dir/log/stdout.log" 2>&1 &
+server_pid=$!
+
+if ! ctl wait --timeout "$START_TIMEOUT" "$RABBITMQ_PID_FILE" >/dev/null 2>&1 ||
+    ! ctl await_startup --timeout "$START_TIMEOUT" >/dev/null 2>&1; then
+    echo "broker.sh: node $node did not start within ${START_TIMEOUT}s; log tail:" >&2
+    tail -n 30 "$dir/log/stdout.log" "$dir"/log/*.log >&2 2>/dev/null
+    exit 69
+fi
+# await_startup returns once the app runs; make sure the listener accepts too.
+for _ in $(seq 1 100); do
+    port_is_free "$amqp_port" || break
+    sleep 0.1
+done
+t1=$(date +%s.%N)
+
+cat >"$dir/ctl" <<EOF
+#!/bin/sh
+HOME="$dir/home" RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" exec "$RMQ_BIN/rabbitmqctl" -n "$node" "\$@"
+EOF
+chmod +x "$dir/ctl"
+
+export MM_TEST_URI="amqp://guest:guest@127.0.0.1:$amqp_port"
+export MM_TEST_NODE="$node"
+export MM_TEST_CTL="$dir/ctl"
+printf 'broker.sh: node %s on 127.0.0.1:%s up in %.1f s\n' "$node" "$amqp_port" \
+    "$(awk "BEGIN { print $t1 - $t0 }")" >&2
+
+"$@"

@@ -1,0 +1,341 @@
+/* Integration: connecting, retrying, refusing, closing and losing a connection,
+ * against the harness broker ($MM_TEST_URI). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "mmt.h"
+
+/* The harness URI with the user info, vhost or scheme replaced. */
+static const char *
+uri_with(char *buf, size_t len, const char *scheme, const char *userinfo, const char *vhost)
+{
+    const char *u = mmt_uri();
+    const char *host = strchr(u, '@');
+    host = host ? host + 1 : strstr(u, "://") + 3;
+    size_t hlen = strcspn(host, "/?");
+    snprintf(buf, len, "%s://%s@%.*s/%s", scheme, userinfo, (int) hlen, host, vhost);
+    return buf;
+}
+
+/* A loopback port with nothing listening (bound, then closed). */
+static int
+closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *) &a, sizeof a), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *) &a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+struct events {
+    int connected, disconnected, channel_errors;
+    int last_code;
+    char last_text[256];
+    bool got_disconnected, got_connected, got_channel_error;
+    bool free_in_callback;
+};
+
+static void
+on_event(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct events *e = ud;
+    e->last_code = ev->code;
+    snprintf(e->last_text, sizeof e->last_text, "%s", ev->text);
+    if (ev->type == MM_EV_CONNECTED) {
+        e->connected++;
+        e->got_connected = true;
+        if (e->free_in_callback)
+            mm_free(mm);
+    } else if (ev->type == MM_EV_DISCONNECTED) {
+        e->disconnected++;
+        e->got_disconnected = true;
+    } else if (ev->type == MM_EV_CHANNEL_ERROR) {
+        e->channel_errors++;
+        e->got_channel_error = true;
+    }
+}
+
+START_TEST(connect_and_close)
+{
+    mm_t *mm = mm_new("t-connect", NULL);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    ck_assert(mm_is_connected(mm));
+    ck_assert_int_eq(mm_heartbeat(mm), 30);
+    ck_assert_ptr_nonnull(strstr(mm_uri(mm), ":***@"));
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_ESTATE);
+    ck_assert_int_eq(mm_close(mm), MM_OK);
+    ck_assert(!mm_is_connected(mm));
+    ck_assert_int_eq(mm_close(mm), MM_ENOTCONN);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK); /* again after a close */
+    ck_assert(mm_is_connected(mm));
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(uri_heartbeat_parameter_is_negotiated)
+{
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s?heartbeat=7", mmt_uri());
+    mm_t *mm = mm_new("t-connect", NULL);
+    ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
+    ck_assert_int_eq(mm_heartbeat(mm), 7);
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(connected_event_arrives_on_the_loop)
+{
+    struct events e = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    o.base = event_base_new();
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    ck_assert_int_eq(e.connected, 0); /* never from inside the call */
+    MMT_WAIT(o.base, e.got_connected, mmt_scale(5000));
+    ck_assert_int_eq(e.connected, 1);
+    mm_free(mm);
+    event_base_free(o.base);
+}
+END_TEST
+
+struct retry_log {
+    unsigned attempts;
+    int first_error, last_error;
+    uint64_t last_elapsed;
+    unsigned stop_at; /* 0: follow the default strategy */
+    uint32_t budget;
+};
+
+static int64_t
+logging_retry(int error, unsigned attempts, uint64_t elapsed_ms, void *ud)
+{
+    struct retry_log *r = ud;
+    if (r->attempts == 0)
+        r->first_error = error;
+    r->attempts = attempts;
+    r->last_error = error;
+    r->last_elapsed = elapsed_ms;
+    if (r->stop_at != 0 && attempts >= r->stop_at)
+        return -1;
+    return mm_retry_default(error, attempts, elapsed_ms, (void *) (uintptr_t) r->budget);
+}
+
+START_TEST(closed_port_fails_after_the_retry_budget)
+{
+    struct retry_log r = {.budget = 700};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.retry = logging_retry;
+    o.retry_ud = &r;
+    mm_t *mm = mm_new("t-connect", &o);
+    char uri[128];
+    snprintf(uri, sizeof uri, "amqp://guest:secretpw@127.0.0.1:%d", closed_port());
+    uint64_t t0 = mmi_now_ms();
+    ck_assert_int_eq(mm_connect(mm, uri), MM_EUNREACHABLE);
+    uint64_t took = mmi_now_ms() - t0;
+    ck_assert_uint_gt(r.attempts, 1);
+    ck_assert_uint_ge(r.last_elapsed, r.budget);
+    ck_assert_uint_ge(took, r.budget);
+    ck_assert_int_eq(r.first_error, MM_EUNREACHABLE);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "127.0.0.1"));
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "attempts"));
+    ck_assert_ptr_null(strstr(mm_last_error(mm), "secretpw"));
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(default_strategy_uses_the_configured_budget)
+{
+    mm_opts_t o = MM_OPTS_INIT;
+    o.retry_budget_ms = 500;
+    mm_t *mm = mm_new("t-connect", &o);
+    char uri[128];
+    snprintf(uri, sizeof uri, "amqp://127.0.0.1:%d", closed_port());
+    uint64_t t0 = mmi_now_ms();
+    ck_assert_int_eq(mm_connect(mm, uri), MM_EUNREACHABLE);
+    uint64_t took = mmi_now_ms() - t0;
+    ck_assert_uint_ge(took, 500);
+    ck_assert_uint_lt(took, 5000);
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(custom_strategy_sees_error_and_stops_early)
+{
+    struct retry_log r = {.stop_at = 2, .budget = 60000};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.retry = logging_retry;
+    o.retry_ud = &r;
+    mm_t *mm = mm_new("t-connect", &o);
+    char uri[128];
+    snprintf(uri, sizeof uri, "amqp://127.0.0.1:%d", closed_port());
+    uint64_t t0 = mmi_now_ms();
+    ck_assert_int_eq(mm_connect(mm, uri), MM_EUNREACHABLE);
+    ck_assert_uint_eq(r.attempts, 2);
+    ck_assert_int_eq(r.last_error, MM_EUNREACHABLE);
+    ck_assert_uint_lt(mmi_now_ms() - t0, 5000); /* stopped long before the 60 s budget */
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "2 attempts"));
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(wrong_password_gives_EAUTH_without_retry)
+{
+    struct retry_log r = {.budget = 30000};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.retry = logging_retry;
+    o.retry_ud = &r;
+    mm_t *mm = mm_new("t-connect", &o);
+    char uri[512];
+    ck_assert_int_eq(mm_connect(mm, uri_with(uri, sizeof uri, "amqp", "guest:WrongPass", "%2F")),
+                     MM_EAUTH);
+    ck_assert_uint_eq(r.attempts, 1);
+    ck_assert_int_eq(r.last_error, MM_EAUTH);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "ACCESS_REFUSED"));
+    ck_assert_ptr_null(strstr(mm_last_error(mm), "WrongPass"));
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(unknown_vhost_gives_EVHOST)
+{
+    mm_t *mm = mm_new("t-connect", NULL);
+    char uri[512];
+    ck_assert_int_eq(mm_connect(mm, uri_with(uri, sizeof uri, "amqp", "guest:guest", "nope")),
+                     MM_EVHOST);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "nope"));
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(tls_to_a_plain_port_gives_ETLS)
+{
+    mm_t *mm = mm_new("t-connect", NULL);
+    char uri[512];
+    ck_assert_int_eq(
+        mm_connect(mm, uri_with(uri, sizeof uri, "amqps", "guest:guest", "?verify=verify_none")),
+        MM_ETLS);
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(free_leaves_no_events_on_the_callers_base)
+{
+    struct event_base *base = event_base_new();
+    int before = event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED);
+    mm_opts_t o = MM_OPTS_INIT;
+    o.base = base;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    ck_assert_int_gt(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), before);
+    mm_free(mm);
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), before);
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE), 0);
+    event_base_free(base);
+}
+END_TEST
+
+START_TEST(free_from_inside_a_callback_is_deferred)
+{
+    struct events e = {.free_in_callback = true};
+    struct event_base *base = event_base_new();
+    mm_opts_t o = MM_OPTS_INIT;
+    o.base = base;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    MMT_WAIT(base, e.got_connected, mmt_scale(5000));
+    /* mm is gone now; the base must hold nothing of it. */
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), 0);
+    event_base_free(base);
+}
+END_TEST
+
+START_TEST(channel_error_leaves_the_connection_up)
+{
+    struct events e = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    uint16_t ch, ch2;
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch), MM_OK);
+    char q[64];
+    mmt_unique("missing", q, sizeof q);
+    ck_assert_int_eq(mmi_queue_declare(mm, ch, q, MMI_Q_PASSIVE, NULL, NULL), MM_ECHANNEL);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "NOT_FOUND"));
+    ck_assert(!mmi_chan_is_open(mm, ch));
+    ck_assert(mm_is_connected(mm));
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch2), MM_OK);
+    ck_assert_int_eq(mmi_queue_declare(mm, ch2, q, MMI_Q_AUTO_DELETE, NULL, NULL), MM_OK);
+    ck_assert_int_eq(mmi_chan_close(mm, ch2), MM_OK);
+    MMT_WAIT(mm->base, e.got_channel_error, mmt_scale(5000));
+    ck_assert_int_eq(e.channel_errors, 1);
+    ck_assert_int_eq(e.disconnected, 0);
+    mm_free(mm);
+}
+END_TEST
+
+static int
+local_port(mm_t *mm)
+{
+    struct sockaddr_storage a;
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
+    return ntohs(((struct sockaddr_in *) &a)->sin_port);
+}
+
+START_TEST(connection_closed_by_the_broker_is_reported)
+{
+    struct events e = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    ck_assert_int_eq(mmt_kill_connection(local_port(mm)), 0);
+    ck_assert_int_eq(mm_run(mm), MM_EDISCONNECTED); /* returns by itself: no sleep, no stop */
+    ck_assert(e.got_disconnected);
+    ck_assert_int_eq(e.disconnected, 1);
+    ck_assert_ptr_nonnull(strstr(e.last_text, "CONNECTION_FORCED"));
+    ck_assert(!mm_is_connected(mm));
+    mm_free(mm);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("connect");
+    TCase *tc = tcase_create("connect");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, connect_and_close);
+    tcase_add_test(tc, uri_heartbeat_parameter_is_negotiated);
+    tcase_add_test(tc, connected_event_arrives_on_the_loop);
+    tcase_add_test(tc, closed_port_fails_after_the_retry_budget);
+    tcase_add_test(tc, default_strategy_uses_the_configured_budget);
+    tcase_add_test(tc, custom_strategy_sees_error_and_stops_early);
+    tcase_add_test(tc, wrong_password_gives_EAUTH_without_retry);
+    tcase_add_test(tc, unknown_vhost_gives_EVHOST);
+    tcase_add_test(tc, tls_to_a_plain_port_gives_ETLS);
+    tcase_add_test(tc, free_leaves_no_events_on_the_callers_base);
+    tcase_add_test(tc, free_from_inside_a_callback_is_deferred);
+    tcase_add_test(tc, channel_error_leaves_the_connection_up);
+    tcase_add_test(tc, connection_closed_by_the_broker_is_reported);
+    suite_add_tcase(s, tc);
+    return mmt_run(s);
+}

@@ -1,0 +1,99 @@
+/* Test support: see mmt.h. */
+#include "mmt.h"
+
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void
+set_flag(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    *(bool *) arg = true;
+}
+
+bool
+mmt_wait(struct event_base *base, const bool *done, int timeout_ms)
+{
+    bool expired = false;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    struct event *t = evtimer_new(base, set_flag, &expired);
+    ck_assert_ptr_nonnull(t);
+    evtimer_add(t, &tv);
+    while (!*done && !expired)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(t);
+    return *done;
+}
+
+const char *
+mmt_uri(void)
+{
+    const char *u = getenv("MM_TEST_URI");
+    ck_assert_msg(u != NULL && *u != '\0',
+                  "MM_TEST_URI is not set: run the integration tests through tests/harness/broker.sh");
+    return u;
+}
+
+const char *
+mmt_unique(const char *prefix, char *buf, size_t len)
+{
+    static unsigned n;
+    snprintf(buf, len, "t-%s-%ld-%u", prefix, (long) getpid(), ++n);
+    return buf;
+}
+
+int
+mmt_ctl(const char *args)
+{
+    const char *ctl = getenv("MM_TEST_CTL");
+    ck_assert_msg(ctl != NULL, "MM_TEST_CTL is not set: run through tests/harness/broker.sh");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1", ctl, args);
+    int st = system(cmd);
+    return st == -1 ? -1 : WEXITSTATUS(st);
+}
+
+int
+mmt_kill_connection(int local_port)
+{
+    const char *ctl = getenv("MM_TEST_CTL");
+    ck_assert_msg(ctl != NULL, "MM_TEST_CTL is not set: run through tests/harness/broker.sh");
+    char cmd[1024], line[512], pid[256] = "";
+    snprintf(cmd, sizeof cmd, "%s list_connections -s pid peer_port 2>/dev/null", ctl);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    while (fgets(line, sizeof line, p) != NULL) {
+        char id[256];
+        int port = 0;
+        if (sscanf(line, "%255s %d", id, &port) == 2 && port == local_port)
+            snprintf(pid, sizeof pid, "%s", id);
+    }
+    pclose(p);
+    if (pid[0] == '\0')
+        return -1;
+    snprintf(cmd, sizeof cmd, "close_connection '%s' 'killed by the test'", pid);
+    return mmt_ctl(cmd);
+}
+
+int
+mmt_scale(int ms)
+{
+    const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+    int k = m ? atoi(m) : 1;
+    return ms * (k > 0 ? k : 1);
+}
+
+int
+mmt_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

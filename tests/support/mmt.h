@@ -1,0 +1,38 @@
+/*
+ * Test support: bounded waits on a libevent loop, unique names, the harness
+ * broker's URI and its control script. Integration tests fail (never skip)
+ * when no broker is given: a skipped test cannot fail.
+ */
+#ifndef MMT_H
+#define MMT_H
+
+#include <check.h>
+#include <stdbool.h>
+
+struct event_base;
+
+/* Run the loop until *done or timeout_ms passed; returns *done. */
+bool mmt_wait(struct event_base *base, const bool *done, int timeout_ms);
+#define MMT_WAIT(base, flag, ms)                                                                   \
+    ck_assert_msg(mmt_wait((base), &(flag), (ms)), "no '%s' within %d ms", #flag, (ms))
+
+/* $MM_TEST_URI; fails the test when it is not set. */
+const char *mmt_uri(void);
+
+/* A name unique to this process and call: "<prefix>-<pid>-<n>". Static buffer per call site
+ * is not needed: the result is strdup'd into `buf`. */
+const char *mmt_unique(const char *prefix, char *buf, size_t len);
+
+/* Run "$MM_TEST_CTL ARGS" (rabbitmqctl against the harness node); returns its exit status. */
+int mmt_ctl(const char *args);
+
+/* Force-close, from the broker side, the connection whose local TCP port is `port`. */
+int mmt_kill_connection(int local_port);
+
+/* The timeout multiplier for slow builds (sanitizers): $CK_TIMEOUT_MULTIPLIER, default 1. */
+int mmt_scale(int ms);
+
+/* Run a suite; exit status for main(). */
+int mmt_run(Suite *s);
+
+#endif
