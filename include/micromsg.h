@@ -224,6 +224,8 @@ MM_EXPORT int64_t mm_retry_default(int error, unsigned attempts, uint64_t elapse
 /**
  * Run the instance's own loop until mm_stop() or the connection is lost.
  * @return MM_OK after mm_stop(); MM_EDISCONNECTED when the connection died;
+ *         MM_ECLOSED when a callback called mm_free(): the instance is then
+ *         already freed and must not be touched (nor freed again);
  *         MM_ESTATE when the instance is attached to the caller's event_base
  *         (run that base instead) or not connected.
  */

@@ -183,11 +183,13 @@ bool
 mmi_leave(mm_t *mm)
 {
     mm->cb_depth--;
-    if (mm->cb_depth == 0 && mm->free_pending) {
+    if (mm->cb_depth > 0 || !mm->free_pending)
+        return true;
+    if (mm->running)
+        event_base_loopbreak(mm->base); /* mm_run frees it once its loop has returned */
+    else
         instance_destroy(mm);
-        return false;
-    }
-    return true;
+    return false;
 }
 
 bool
@@ -198,6 +200,17 @@ mmi_alive(const mm_t *mm)
 
 /* ---- instance events ---- */
 
+static const char *
+event_name(mm_event_type t)
+{
+    static const char *names[] = {
+        [MM_EV_CONNECTED] = "connected",         [MM_EV_DISCONNECTED] = "disconnected",
+        [MM_EV_CHANNEL_ERROR] = "channel error", [MM_EV_BLOCKED] = "blocked",
+        [MM_EV_UNBLOCKED] = "unblocked",         [MM_EV_ERROR] = "error",
+    };
+    return t > 0 && t <= MM_EV_ERROR ? names[t] : "event";
+}
+
 void
 mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, ...)
 {
@@ -206,8 +219,8 @@ mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    mmi_log(mm, code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "event %d: %s%s%s", (int) type,
-            code == MM_OK ? "" : mm_err_name(code), code == MM_OK ? "" : ": ", text);
+    mmi_log(mm, code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "%s: %s%s%s", event_name(type),
+            code == MM_OK ? "" : mm_err_name(code), code == MM_OK ? "" : " ", text);
     struct mmi_pending_event *e = malloc(sizeof *e + strlen(text) + 1);
     if (e == NULL)
         return; /* logged above; an event is not worth failing the caller for */
@@ -294,6 +307,10 @@ mm_run(mm_t *mm)
     mm->run_result = MM_OK;
     event_base_dispatch(mm->base);
     mm->running = false;
+    if (mm->free_pending) {
+        instance_destroy(mm); /* a callback called mm_free() */
+        return MM_ECLOSED;
+    }
     if (mm->run_result != MM_OK)
         return mmi_fail(mm, mm->run_result, "mm_run: %s", mm_strerror(mm->run_result));
     return MM_OK;

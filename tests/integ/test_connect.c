@@ -264,6 +264,19 @@ START_TEST(free_from_inside_a_callback_is_deferred)
 }
 END_TEST
 
+START_TEST(free_from_a_callback_inside_mm_run_ends_the_run)
+{
+    struct events e = {.free_in_callback = true};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    ck_assert_int_eq(mm_run(mm), MM_ECLOSED); /* mm is gone: not touched again */
+    ck_assert(e.got_connected);
+}
+END_TEST
+
 START_TEST(channel_error_leaves_the_connection_up)
 {
     struct events e = {0};
@@ -334,6 +347,7 @@ main(void)
     tcase_add_test(tc, tls_to_a_plain_port_gives_ETLS);
     tcase_add_test(tc, free_leaves_no_events_on_the_callers_base);
     tcase_add_test(tc, free_from_inside_a_callback_is_deferred);
+    tcase_add_test(tc, free_from_a_callback_inside_mm_run_ends_the_run);
     tcase_add_test(tc, channel_error_leaves_the_connection_up);
     tcase_add_test(tc, connection_closed_by_the_broker_is_reported);
     suite_add_tcase(s, tc);
