@@ -3,8 +3,9 @@
 #
 # Starts a node with its own name, free loopback ports and its own data/log
 # directory in a temp dir, waits (bounded) until it accepts AMQP connections,
-# exports MM_TEST_URI, MM_TEST_NODE and MM_TEST_CTL (a rabbitmqctl wrapper for
-# fault tests: "$MM_TEST_CTL stop_app"), runs COMMAND, then stops the node and
+# exports MM_TEST_URI, MM_TEST_NODE, MM_TEST_CTL (a rabbitmqctl wrapper for
+# fault tests: "$MM_TEST_CTL stop_app") and MM_TEST_BROKER_PID (the Erlang VM,
+# for tests that freeze it with SIGSTOP), runs COMMAND, then stops the node and
 # removes its files, also on failure or Ctrl-C. Exits with COMMAND's status.
 #
 # If MM_TEST_URI is already set, that broker is used and nothing is started.
@@ -63,6 +64,8 @@ ctl() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    # A fault test may have left the broker frozen.
+    [ -n "${MM_TEST_BROKER_PID:-}" ] && kill -CONT "$MM_TEST_BROKER_PID" 2>/dev/null
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         ctl stop >/dev/null 2>&1 || true
         for _ in $(seq 1 100); do
@@ -136,6 +139,9 @@ chmod +x "$dir/ctl"
 export MM_TEST_URI="amqp://guest:guest@127.0.0.1:$amqp_port"
 export MM_TEST_NODE="$node"
 export MM_TEST_CTL="$dir/ctl"
+# The Erlang VM's pid, for tests that freeze the broker (SIGSTOP/SIGCONT).
+MM_TEST_BROKER_PID=$(cat "$RABBITMQ_PID_FILE")
+export MM_TEST_BROKER_PID
 printf 'broker.sh: node %s on 127.0.0.1:%s up in %.1f s\n' "$node" "$amqp_port" \
     "$(awk "BEGIN { print $t1 - $t0 }")" >&2
 

@@ -1,0 +1,106 @@
+/* Integration, run alone (it disturbs the shared harness broker): a dead
+ * connection is detected and reported when the broker application stops and
+ * when the broker freezes (missed heartbeats), and the instance can connect
+ * again once the broker is back. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "mmt.h"
+
+struct seen {
+    bool disconnected;
+    int code;
+    char text[256];
+};
+
+static void
+on_event(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct seen *s = ud;
+    (void) mm;
+    if (ev->type != MM_EV_DISCONNECTED)
+        return;
+    s->disconnected = true;
+    s->code = ev->code;
+    snprintf(s->text, sizeof s->text, "%s", ev->text);
+}
+
+static mm_t *
+connect_watched(struct seen *s, const char *uri)
+{
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = s;
+    mm_t *mm = mm_new("t-fault", &o);
+    ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
+    return mm;
+}
+
+static pid_t
+broker_pid(void)
+{
+    const char *p = getenv("MM_TEST_BROKER_PID");
+    ck_assert_msg(p != NULL, "MM_TEST_BROKER_PID is not set: run through tests/harness/broker.sh");
+    return (pid_t) atol(p);
+}
+
+static void
+thaw_broker(void)
+{
+    if (getenv("MM_TEST_BROKER_PID") != NULL)
+        kill(broker_pid(), SIGCONT);
+}
+
+START_TEST(stopped_broker_app_is_reported_and_connect_works_after_start)
+{
+    struct seen s = {0};
+    mm_t *mm = connect_watched(&s, mmt_uri());
+    ck_assert_int_eq(mmt_ctl("stop_app"), 0);
+    int rc = mm_run(mm); /* returns when the loop sees the connection die */
+    ck_assert_int_eq(mmt_ctl("start_app"), 0);
+    ck_assert_int_eq(rc, MM_EDISCONNECTED);
+    ck_assert(s.disconnected);
+    ck_assert_msg(strstr(s.text, "CONNECTION_FORCED") != NULL || s.code == MM_EDISCONNECTED,
+                  "%s: %s", mm_err_name(s.code), s.text);
+    ck_assert(!mm_is_connected(mm));
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK); /* retries until the app is up */
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(frozen_broker_is_detected_by_missed_heartbeats)
+{
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s?heartbeat=1", mmt_uri());
+    struct seen s = {0};
+    mm_t *mm = connect_watched(&s, uri);
+    ck_assert_int_eq(mm_heartbeat(mm), 1);
+    ck_assert_int_eq(kill(broker_pid(), SIGSTOP), 0);
+    uint64_t t0 = mmi_now_ms();
+    bool seen = mmt_wait(mm->base, &s.disconnected, mmt_scale(10000));
+    uint64_t took = mmi_now_ms() - t0;
+    thaw_broker();
+    ck_assert_msg(seen, "a frozen broker went unnoticed for %llu ms", (unsigned long long) took);
+    ck_assert_int_eq(s.code, MM_ETIMEDOUT);
+    ck_assert_uint_ge(took, 1000); /* not before the broker could have been late */
+    ck_assert(!mm_is_connected(mm));
+    mm_free(mm);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("fault");
+    TCase *tc = tcase_create("fault");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, NULL, thaw_broker);
+    tcase_add_test(tc, stopped_broker_app_is_reported_and_connect_works_after_start);
+    tcase_add_test(tc, frozen_broker_is_detected_by_missed_heartbeats);
+    suite_add_tcase(s, tc);
+    return mmt_run(s);
+}
