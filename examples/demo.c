@@ -72,7 +72,8 @@ main(int argc, char **argv)
         fprintf(stderr, "mm_new: %s\n", mm ? mm_last_error(mm) : "out of memory");
         return 1;
     }
-    printf("micromsg %s, service '%s', instance %s\n", MM_VERSION_STRING, mm_service(mm), mm_id(mm));
+    printf("micromsg %s, service '%s', instance %s\n", MM_VERSION_STRING, mm_service(mm),
+           mm_id(mm));
 
     int rc = mm_connect(mm, argc > 1 ? argv[1] : NULL);
     if (rc != MM_OK) {

@@ -132,12 +132,12 @@ typedef int64_t (*mm_retry_fn)(int error, unsigned attempts, uint64_t elapsed_ms
 
 /** Kinds of instance events. */
 typedef enum mm_event_type {
-    MM_EV_CONNECTED = 1,    /* the connection is up (after mm_connect) */
-    MM_EV_DISCONNECTED = 2, /* the connection died; code says why */
-    MM_EV_CHANNEL_ERROR = 3,/* the broker closed a channel; the connection lives */
-    MM_EV_BLOCKED = 4,      /* the broker blocked publishing (resource alarm) */
-    MM_EV_UNBLOCKED = 5,    /* publishing is allowed again */
-    MM_EV_ERROR = 6,        /* any other asynchronous failure */
+    MM_EV_CONNECTED = 1,     /* the connection is up (after mm_connect) */
+    MM_EV_DISCONNECTED = 2,  /* the connection died; code says why */
+    MM_EV_CHANNEL_ERROR = 3, /* the broker closed a channel; the connection lives */
+    MM_EV_BLOCKED = 4,       /* the broker blocked publishing (resource alarm) */
+    MM_EV_UNBLOCKED = 5,     /* publishing is allowed again */
+    MM_EV_ERROR = 6,         /* any other asynchronous failure */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
@@ -165,14 +165,16 @@ typedef struct mm_opts {
     int log_level;        /* 0: $MM_LOG (debug|info|warn|error), else MM_LOG_WARN */
     mm_event_fn on_event; /* NULL: events are only logged */
     void *event_ud;
-    mm_retry_fn retry;          /* NULL: mm_retry_default() with retry_budget_ms */
+    mm_retry_fn retry; /* NULL: mm_retry_default() with retry_budget_ms */
     void *retry_ud;
-    uint32_t retry_budget_ms;   /* default strategy's budget; 0: 30000 */
-    uint32_t connect_timeout_ms;/* one TCP connect + AMQP handshake; 0: 5000 */
-    uint32_t rpc_timeout_ms;    /* a synchronous AMQP method; 0: 10000 */
+    uint32_t retry_budget_ms;    /* default strategy's budget; 0: 30000 */
+    uint32_t connect_timeout_ms; /* one TCP connect + AMQP handshake; 0: 5000 */
+    uint32_t rpc_timeout_ms;     /* a synchronous AMQP method; 0: 10000 */
 } mm_opts_t;
 
+/* clang-format off */
 #define MM_OPTS_INIT {.size = sizeof(mm_opts_t)}
+/* clang-format on */
 
 /**
  * Create a service instance. Nothing touches the network until

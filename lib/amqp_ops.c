@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 #include "internal.h"
 
 static int
@@ -22,7 +21,8 @@ remaining_tv(uint64_t deadline, struct timeval *tv)
     if (now >= deadline)
         return 0;
     uint64_t left = deadline - now;
-    *tv = (struct timeval){.tv_sec = (time_t) (left / 1000), .tv_usec = (suseconds_t) (left % 1000) * 1000};
+    *tv = (struct timeval){.tv_sec = (time_t) (left / 1000),
+                           .tv_usec = (suseconds_t) (left % 1000) * 1000};
     return 1;
 }
 
@@ -30,8 +30,8 @@ static int
 rpc_read_failed(mm_t *mm, uint16_t ch, amqp_method_number_t id, int st)
 {
     if (st == AMQP_STATUS_TIMEOUT) {
-        mmi_conn_lost(mm, MM_ETIMEDOUT, "no reply to method 0x%08x on channel %u within %u ms",
-                      id, ch, mm->opts.rpc_timeout_ms);
+        mmi_conn_lost(mm, MM_ETIMEDOUT, "no reply to method 0x%08x on channel %u within %u ms", id,
+                      ch, mm->opts.rpc_timeout_ms);
         return mmi_fail(mm, MM_ETIMEDOUT, "no reply from the broker within %u ms",
                         mm->opts.rpc_timeout_ms);
     }
@@ -53,9 +53,8 @@ rpc_other_frame(mm_t *mm, uint16_t ch, const amqp_frame_t *f)
     if (f->channel == ch && f->frame_type == AMQP_FRAME_METHOD &&
         f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
         const amqp_channel_close_t *c = f->payload.method.decoded;
-        int rc = mmi_fail(mm, MM_ECHANNEL, "broker closed channel %u: %u %.*s", ch,
-                          c->reply_code, (int) c->reply_text.len,
-                          (const char *) c->reply_text.bytes);
+        int rc = mmi_fail(mm, MM_ECHANNEL, "broker closed channel %u: %u %.*s", ch, c->reply_code,
+                          (int) c->reply_text.len, (const char *) c->reply_text.bytes);
         mmi_chan_closed_by_broker(mm, ch, c);
         return rc;
     }
@@ -74,9 +73,8 @@ rpc_wait(mm_t *mm, uint16_t ch, amqp_method_number_t id, amqp_method_number_t re
     for (;;) {
         struct timeval tv;
         amqp_frame_t f;
-        int st = remaining_tv(deadline, &tv)
-                     ? amqp_simple_wait_frame_noblock(mm->conn, &f, &tv)
-                     : AMQP_STATUS_TIMEOUT;
+        int st = remaining_tv(deadline, &tv) ? amqp_simple_wait_frame_noblock(mm->conn, &f, &tv)
+                                             : AMQP_STATUS_TIMEOUT;
         if (st != AMQP_STATUS_OK)
             return rpc_read_failed(mm, ch, id, st);
         if (f.frame_type == AMQP_FRAME_HEARTBEAT)
@@ -119,8 +117,8 @@ send_failed(mm_t *mm, int st, const char *what)
 }
 
 int
-mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
-                  const amqp_table_t *args, uint32_t *ret_count)
+mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags, const amqp_table_t *args,
+                  uint32_t *ret_count)
 {
     amqp_queue_declare_t req = {
         .queue = amqp_cstring_bytes(name ? name : ""),
@@ -196,8 +194,8 @@ mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
 }
 
 int
-mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
-            bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body)
+mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key, bool mandatory,
+            const amqp_basic_properties_t *props, amqp_bytes_t body)
 {
     if (!mmi_chan_is_open(mm, ch))
         return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);

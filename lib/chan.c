@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "internal.h"
 
 enum phase { IDLE, WANT_HEADER, WANT_BODY };
@@ -300,6 +299,5 @@ mmi_chan_frame(mm_t *mm, const amqp_frame_t *f)
     else if (f->frame_type == AMQP_FRAME_BODY && c->phase == WANT_BODY)
         content_body(mm, c, f);
     else
-        mmi_conn_lost(mm, MM_EPROTO, "channel %u: unexpected frame type %u", c->id,
-                      f->frame_type);
+        mmi_conn_lost(mm, MM_EPROTO, "channel %u: unexpected frame type %u", c->id, f->frame_type);
 }

@@ -112,9 +112,12 @@ static int
 login(mm_t *mm, amqp_connection_state_t c, char *detail)
 {
     amqp_table_entry_t caps[] = {
-        {amqp_cstring_bytes("consumer_cancel_notify"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
-        {amqp_cstring_bytes("connection.blocked"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
-        {amqp_cstring_bytes("publisher_confirms"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {amqp_cstring_bytes("consumer_cancel_notify"),
+         {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {amqp_cstring_bytes("connection.blocked"),
+         {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
+        {amqp_cstring_bytes("publisher_confirms"),
+         {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
         {amqp_cstring_bytes("basic.nack"), {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
     };
     char name[200];
@@ -122,9 +125,12 @@ login(mm_t *mm, amqp_connection_state_t c, char *detail)
     amqp_table_entry_t props[] = {
         {amqp_cstring_bytes("capabilities"),
          {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {.num_entries = 4, .entries = caps}}},
-        {amqp_cstring_bytes("product"), {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("micromsg")}},
-        {amqp_cstring_bytes("version"), {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(MM_VERSION_STRING)}},
-        {amqp_cstring_bytes("connection_name"), {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(name)}},
+        {amqp_cstring_bytes("product"),
+         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("micromsg")}},
+        {amqp_cstring_bytes("version"),
+         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(MM_VERSION_STRING)}},
+        {amqp_cstring_bytes("connection_name"),
+         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(name)}},
     };
     amqp_table_t table = {.num_entries = 4, .entries = props};
     amqp_rpc_reply_t r = amqp_login_with_properties(
@@ -186,8 +192,8 @@ connect_with_retry(mm_t *mm, amqp_connection_state_t *ret)
                 (unsigned long long) elapsed, detail);
         int64_t wait = mm->opts.retry(rc, attempts, elapsed, mm->opts.retry_ud);
         if (wait < 0)
-            return mmi_fail(mm, rc, "%s (gave up after %u attempt%s in %llu ms)", detail,
-                            attempts, attempts == 1 ? "" : "s", (unsigned long long) elapsed);
+            return mmi_fail(mm, rc, "%s (gave up after %u attempt%s in %llu ms)", detail, attempts,
+                            attempts == 1 ? "" : "s", (unsigned long long) elapsed);
         wait_ms(wait);
     }
 }

@@ -49,8 +49,10 @@ mmi_make_id(char out[37])
 static void
 stderr_log(int level, const char *text, void *ud)
 {
-    static const char *names[] = {[MM_LOG_ERR] = "error", [MM_LOG_WARN] = "warn",
-                                  [MM_LOG_INFO] = "info", [MM_LOG_DEBUG] = "debug"};
+    static const char *names[] = {[MM_LOG_ERR] = "error",
+                                  [MM_LOG_WARN] = "warn",
+                                  [MM_LOG_INFO] = "info",
+                                  [MM_LOG_DEBUG] = "debug"};
     const char *name = level >= 0 && level <= MM_LOG_DEBUG && names[level] ? names[level] : "log";
     fprintf(stderr, "micromsg[%s] %s: %s\n", (const char *) ud, name, text);
 }
@@ -72,7 +74,8 @@ check_service_name(mm_t *mm, const char *s)
         return mmi_fail(mm, MM_ENAME, "service name is %zu characters (max %d)", n, MMI_NAME_MAX);
     for (size_t i = 0; i < n; i++)
         if (!name_char_ok(s[i]))
-            return mmi_fail(mm, MM_ENAME, "service name has '%c' at %zu (allowed: A-Z a-z 0-9 . _ - :)",
+            return mmi_fail(mm, MM_ENAME,
+                            "service name has '%c' at %zu (allowed: A-Z a-z 0-9 . _ - :)",
                             s[i] > 32 && s[i] < 127 ? s[i] : '?', i);
     if (s[0] == '.' || s[n - 1] == '.' || strstr(s, "..") != NULL)
         return mmi_fail(mm, MM_ENAME, "service name '%s' has an empty dot-separated part", s);
@@ -92,8 +95,11 @@ copy_opts(mm_t *mm, const mm_opts_t *src)
         memcpy(&o, src, src->size < sizeof o ? src->size : sizeof o);
     }
     mm->opts = (struct mmi_opts){
-        .log = o.log, .log_ud = o.log_ud, .log_level = o.log_level,
-        .on_event = o.on_event, .event_ud = o.event_ud,
+        .log = o.log,
+        .log_ud = o.log_ud,
+        .log_level = o.log_level,
+        .on_event = o.on_event,
+        .event_ud = o.event_ud,
         .retry = o.retry ? o.retry : mm_retry_default,
         .retry_ud = o.retry ? o.retry_ud : (void *) (uintptr_t) o.retry_budget_ms,
         .retry_budget_ms = o.retry_budget_ms ? o.retry_budget_ms : 30000,
@@ -164,8 +170,8 @@ int
 mmi_check_usable(mm_t *mm)
 {
     if (mm->init_code != MM_OK)
-        return mmi_fail(mm, mm->init_code, "%s", mm->last_error[0] ? mm->last_error
-                                                                   : "instance failed at mm_new");
+        return mmi_fail(mm, mm->init_code, "%s",
+                        mm->last_error[0] ? mm->last_error : "instance failed at mm_new");
     if (mm->free_pending)
         return mmi_fail(mm, MM_ECLOSED, "instance is being freed");
     return MM_OK;
@@ -251,8 +257,8 @@ mmi_events_flush(mm_t *mm)
         if (mm->ev_head == NULL)
             mm->ev_tail = NULL;
         if (mm->opts.on_event != NULL) {
-            mm_event_t ev = {.type = e->type, .code = e->code, .text = e->text,
-                             .channel = e->channel};
+            mm_event_t ev = {
+                .type = e->type, .code = e->code, .text = e->text, .channel = e->channel};
             mm->opts.on_event(mm, &ev, mm->opts.event_ud);
         }
         free(e);
@@ -297,8 +303,9 @@ mm_run(mm_t *mm)
     if (rc != MM_OK)
         return rc;
     if (!mm->own_base)
-        return mmi_fail(mm, MM_ESTATE, "mm_run: the instance is attached to the caller's "
-                                       "event_base; run that base instead");
+        return mmi_fail(mm, MM_ESTATE,
+                        "mm_run: the instance is attached to the caller's "
+                        "event_base; run that base instead");
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ESTATE, "mm_run: not connected (call mm_connect first)");
     if (mm->running)

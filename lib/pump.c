@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "internal.h"
 
 /* ---- backlog: frames set aside by mmi_rpc, in arrival order ---- */
@@ -72,8 +71,8 @@ connection_closed_by_broker(mm_t *mm, const amqp_connection_close_t *c)
     /* Answer close-ok so the broker can release the connection; ignore a send error. */
     amqp_send_method(mm->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
     mmi_conn_lost(mm, code == MM_EAUTH || code == MM_EVHOST ? code : MM_EDISCONNECTED,
-                  "broker closed the connection: %u %.*s", c->reply_code,
-                  (int) c->reply_text.len, (const char *) c->reply_text.bytes);
+                  "broker closed the connection: %u %.*s", c->reply_code, (int) c->reply_text.len,
+                  (const char *) c->reply_text.bytes);
 }
 
 void

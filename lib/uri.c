@@ -22,6 +22,8 @@ struct cursor {
     size_t errlen;
 };
 
+static int bad(struct cursor *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int
 bad(struct cursor *c, const char *fmt, ...)
 {
@@ -99,8 +101,7 @@ parse_scheme(struct cursor *c, const char *s, struct mmi_uri *u, const char **re
     } else if (n == 5 && strncasecmp(s, "amqps", 5) == 0) {
         u->tls = true;
     } else {
-        return bad(c, "unknown scheme '%.*s' (expected amqp or amqps)", (int) (n > 16 ? 16 : n),
-                   s);
+        return bad(c, "unknown scheme '%.*s' (expected amqp or amqps)", (int) (n > 16 ? 16 : n), s);
     }
     *rest = sep + 3;
     return MM_OK;
@@ -130,6 +131,16 @@ parse_port(struct cursor *c, const char *s, size_t len, struct mmi_uri *u)
     return parse_int(c, buf, 1, 65535, "port", &u->port);
 }
 
+/* A host name (not an IPv6 literal) after decoding: no ':', spaces or controls. */
+static bool
+host_name_ok(const char *h)
+{
+    for (; *h != '\0'; h++)
+        if ((unsigned char) *h <= ' ' || *h == ':' || *h == '/' || *h == '@' || *h == 0x7f)
+            return false;
+    return true;
+}
+
 static int
 parse_hostport(struct cursor *c, const char *s, size_t len, struct mmi_uri *u)
 {
@@ -142,6 +153,8 @@ parse_hostport(struct cursor *c, const char *s, size_t len, struct mmi_uri *u)
         host = s + 1;
         hlen = (size_t) (close - host);
         after = close + 1;
+        if (hlen == 0 || strspn(host, "0123456789abcdefABCDEF:.") < hlen)
+            return bad(c, "bad IPv6 address");
     } else {
         const char *colon = memchr(s, ':', len);
         hlen = colon ? (size_t) (colon - s) : len;
@@ -152,6 +165,8 @@ parse_hostport(struct cursor *c, const char *s, size_t len, struct mmi_uri *u)
         return bad(c, "unexpected text after the host");
     int rc = hlen == 0 ? decode(c, "localhost", 9, "host", &u->host)
                        : decode(c, host, hlen, "host", &u->host);
+    if (rc == MM_OK && s[0] != '[' && !host_name_ok(u->host))
+        return bad(c, "bad character in the host name");
     if (rc != MM_OK || alen == 0)
         return rc;
     return parse_port(c, after + 1, alen - 1, u);
@@ -317,26 +332,41 @@ mmi_uri_free(struct mmi_uri *u)
     set_defaults(u);
 }
 
+/* Append s percent-encoded, leaving only unreserved characters as they are. */
+static size_t
+append_encoded(char *out, size_t w, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s != '\0' && w + 4 < cap; s++) {
+        unsigned char ch = (unsigned char) *s;
+        if (isalnum(ch) || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            out[w++] = (char) ch;
+        } else {
+            out[w++] = '%';
+            out[w++] = hex[ch >> 4];
+            out[w++] = hex[ch & 15];
+        }
+    }
+    out[w] = '\0';
+    return w;
+}
+
 char *
 mmi_uri_redact(const struct mmi_uri *u)
 {
+    const char *user = u->user ? u->user : "", *host = u->host ? u->host : "";
     const char *vhost = u->vhost ? u->vhost : "/";
-    bool v6 = u->host && strchr(u->host, ':') != NULL;
-    size_t n = strlen(u->user ? u->user : "") + strlen(u->host ? u->host : "") +
-               strlen(vhost) * 3 + 64;
-    char *out = malloc(n);
+    bool v6 = strchr(host, ':') != NULL;
+    size_t cap = (strlen(user) + strlen(host) + strlen(vhost)) * 3 + 48;
+    char *out = malloc(cap);
     if (out == NULL)
         return NULL;
-    int w = snprintf(out, n, "%s://%s:***@%s%s%s:%d/", u->tls ? "amqps" : "amqp",
-                     u->user ? u->user : "", v6 ? "[" : "", u->host ? u->host : "",
-                     v6 ? "]" : "", u->port);
-    for (const char *v = vhost; *v != '\0' && w > 0 && (size_t) w + 4 < n; v++) {
-        if (*v == '/' || *v == '%' || *v == '?' || *v == '#')
-            w += snprintf(out + w, n - (size_t) w, "%%%02X", (unsigned char) *v);
-        else
-            out[w++] = *v;
-    }
-    if (w > 0 && (size_t) w < n)
-        out[w] = '\0';
+    size_t w = (size_t) snprintf(out, cap, "%s://", u->tls ? "amqps" : "amqp");
+    w = append_encoded(out, w, cap, user);
+    w += (size_t) snprintf(out + w, cap - w, ":***@%s", v6 ? "[" : "");
+    w = v6 ? w + (size_t) snprintf(out + w, cap - w, "%s]", host)
+           : append_encoded(out, w, cap, host);
+    w += (size_t) snprintf(out + w, cap - w, ":%d/", u->port);
+    append_encoded(out, w, cap, vhost);
     return out;
 }

@@ -144,10 +144,11 @@ setup_consumer(struct run *r)
     const mmi_chan_ops_t ops = {.on_content = on_content};
     ck_assert_int_eq(mmi_chan_open(r->mm, &ops, r, &r->ch_consume), MM_OK);
     ck_assert_int_eq(mmi_chan_open(r->mm, NULL, NULL, &r->ch_declare), MM_OK);
-    ck_assert_int_eq(mmi_queue_declare(r->mm, r->ch_consume, r->queue, MMI_Q_AUTO_DELETE, NULL, NULL),
-                     MM_OK);
+    ck_assert_int_eq(
+        mmi_queue_declare(r->mm, r->ch_consume, r->queue, MMI_Q_AUTO_DELETE, NULL, NULL), MM_OK);
     ck_assert_int_eq(mmi_basic_qos(r->mm, r->ch_consume, PREFETCH), MM_OK);
-    ck_assert_int_eq(mmi_basic_consume(r->mm, r->ch_consume, r->queue, false, false, NULL, 0), MM_OK);
+    ck_assert_int_eq(mmi_basic_consume(r->mm, r->ch_consume, r->queue, false, false, NULL, 0),
+                     MM_OK);
     r->tick = event_new(r->mm->base, -1, EV_PERSIST, on_tick, r);
     event_add(r->tick, &(struct timeval){0, 2000});
 }

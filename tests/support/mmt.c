@@ -34,8 +34,9 @@ const char *
 mmt_uri(void)
 {
     const char *u = getenv("MM_TEST_URI");
-    ck_assert_msg(u != NULL && *u != '\0',
-                  "MM_TEST_URI is not set: run the integration tests through tests/harness/broker.sh");
+    ck_assert_msg(
+        u != NULL && *u != '\0',
+        "MM_TEST_URI is not set: run the integration tests through tests/harness/broker.sh");
     return u;
 }
 

@@ -71,8 +71,17 @@ START_TEST(options_without_init_are_refused)
 END_TEST
 
 static const char *bad_names[] = {
-    "", "has space", "star*", "hash#", ".lead", "trail.", "a..b", "internal", "internal.x",
-    "slash/x", "\xc3\xa9t\xc3\xa9",
+    "",
+    "has space",
+    "star*",
+    "hash#",
+    ".lead",
+    "trail.",
+    "a..b",
+    "internal",
+    "internal.x",
+    "slash/x",
+    "\xc3\xa9t\xc3\xa9",
 };
 
 START_TEST(invalid_service_names_give_ENAME)
@@ -221,9 +230,9 @@ START_TEST(default_retry_backs_off_within_the_budget)
     int64_t later = mm_retry_default(MM_EUNREACHABLE, 5, 2000, budget);
     ck_assert_int_ge(first, 80);
     ck_assert_int_le(first, 120);
-    ck_assert_int_gt(later, first * 4); /* 1600 +- 20 % */
+    ck_assert_int_gt(later, first * 4);                                          /* 1600 +- 20 % */
     ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 40, 1000, budget), 6000); /* capped */
-    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 9, 9900, budget), 100); /* not past it */
+    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 9, 9900, budget), 100);   /* not past it */
     ck_assert_int_lt(mm_retry_default(MM_EUNREACHABLE, 9, 10000, budget), 0);
     ck_assert_int_lt(mm_retry_default(MM_EUNREACHABLE, 2, 30000, NULL), 0); /* 0: 30 s */
     ck_assert_int_ge(mm_retry_default(MM_EUNREACHABLE, 2, 29000, NULL), 0);

@@ -84,7 +84,8 @@ END_TEST
 
 START_TEST(heartbeat_and_frame_params)
 {
-    ck_assert_int_eq(parse("amqp://h?heartbeat=5&frame_max=8192&channel_max=64&connection_timeout=2500"), MM_OK);
+    ck_assert_int_eq(
+        parse("amqp://h?heartbeat=5&frame_max=8192&channel_max=64&connection_timeout=2500"), MM_OK);
     ck_assert_int_eq(u.heartbeat, 5);
     ck_assert_int_eq(u.frame_max, 8192);
     ck_assert_int_eq(u.channel_max, 64);
@@ -139,6 +140,10 @@ static const struct bad_case bad_cases[] = {
     {"amqp://h?cacertfile=x", "needs the amqps scheme"},
     {"amqps://h?verify=maybe", "verify"},
     {"amqp://[::1]x", "after the host"},
+    {"amqp://[zz::1]", "bad IPv6 address"},
+    {"amqp://[]", "bad IPv6 address"},
+    {"amqp://ho%3Ast", "bad character in the host"},
+    {"amqp://ho%20st", "bad character in the host"},
 };
 
 START_TEST(bad_uris_are_refused_with_a_reason)
@@ -162,6 +167,11 @@ START_TEST(errors_and_redaction_never_show_the_password)
     ck_assert_int_eq(parse("amqps://[::1]"), MM_OK);
     r = mmi_uri_redact(&u);
     ck_assert_str_eq(r, "amqps://guest:***@[::1]:5671/%2F");
+    free(r);
+    /* Characters that would change the meaning of the redacted URI are encoded. */
+    ck_assert_int_eq(parse("amqp://a%40b%3Ac:pw@h/v"), MM_OK);
+    r = mmi_uri_redact(&u);
+    ck_assert_str_eq(r, "amqp://a%40b%3Ac:***@h:5672/v");
     free(r);
 }
 END_TEST
