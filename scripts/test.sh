@@ -44,10 +44,24 @@ else
 fi
 ninja -C "$build"
 
+summary() {
+    # One closing line for the whole run, summed over every Check suite.
+    awk '/Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+/ {
+            gsub(/,/, ""); for (i = 1; i <= NF; i++) {
+                if ($i == "Checks:") c += $(i + 1); if ($i == "Failures:") f += $(i + 1);
+                if ($i == "Errors:") e += $(i + 1) } }
+         END { printf "tests: %d passed, %d failed\n", c - f - e, f + e }' \
+        "$build/meson-logs/testlog.txt"
+}
+
 run=(meson test -C "$build" --print-errorlogs --timeout-multiplier "${CK_TIMEOUT_MULTIPLIER:-1}"
     "${suite_args[@]}")
 if [ "${suite_args[*]:-}" = "--suite unit" ]; then
     "${run[@]}" # no broker needed
 else
     tests/harness/broker.sh "${run[@]}"
+fi
+summary
+if [ "$sanitize" = 0 ] && [ "${suite_args[*]:-}" = "" ]; then
+    bash scripts/check-install.sh "$build"
 fi
