@@ -303,6 +303,42 @@ START_TEST(channel_error_leaves_the_connection_up)
 }
 END_TEST
 
+struct cancel_probe {
+    bool cancelled;
+    amqp_method_number_t method;
+};
+
+static void
+on_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
+{
+    struct cancel_probe *p = ud;
+    (void) mm;
+    (void) ch;
+    p->method = m->id;
+    p->cancelled = m->id == AMQP_BASIC_CANCEL_METHOD;
+}
+
+/* Needs the consumer_cancel_notify capability: without it the broker says nothing. */
+START_TEST(deleted_queue_cancels_the_consumer_visibly)
+{
+    mm_t *mm = mm_new("t-connect", NULL);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    struct cancel_probe p = {0};
+    const mmi_chan_ops_t ops = {.on_method = on_method};
+    uint16_t ch, admin;
+    char q[64];
+    mmt_unique("cancel", q, sizeof q);
+    ck_assert_int_eq(mmi_chan_open(mm, &ops, &p, &ch), MM_OK);
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &admin), MM_OK);
+    ck_assert_int_eq(mmi_queue_declare(mm, ch, q, 0, NULL, NULL), MM_OK);
+    ck_assert_int_eq(mmi_basic_consume(mm, ch, q, false, false, NULL, 0), MM_OK);
+    ck_assert_int_eq(mmi_queue_delete(mm, admin, q), MM_OK);
+    MMT_WAIT(mm->base, p.cancelled, mmt_scale(5000));
+    ck_assert_uint_eq(p.method, AMQP_BASIC_CANCEL_METHOD);
+    mm_free(mm);
+}
+END_TEST
+
 static int
 local_port(mm_t *mm)
 {
@@ -350,6 +386,7 @@ main(void)
     tcase_add_test(tc, free_from_a_callback_inside_mm_run_ends_the_run);
     tcase_add_test(tc, channel_error_leaves_the_connection_up);
     tcase_add_test(tc, connection_closed_by_the_broker_is_reported);
+    tcase_add_test(tc, deleted_queue_cancels_the_consumer_visibly);
     suite_add_tcase(s, tc);
     return mmt_run(s);
 }

@@ -92,6 +92,52 @@ START_TEST(frozen_broker_is_detected_by_missed_heartbeats)
 }
 END_TEST
 
+struct flow {
+    bool blocked, unblocked;
+};
+
+static void
+on_flow(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct flow *f = ud;
+    (void) mm;
+    if (ev->type == MM_EV_BLOCKED)
+        f->blocked = true;
+    if (ev->type == MM_EV_UNBLOCKED)
+        f->unblocked = true;
+}
+
+static void
+restore_watermark(void)
+{
+    if (getenv("MM_TEST_CTL") != NULL)
+        mmt_ctl("set_vm_memory_high_watermark 0.4");
+}
+
+/* Needs the connection.blocked capability: a memory alarm blocks publishers. */
+START_TEST(memory_alarm_blocks_and_unblocks_publishing)
+{
+    struct flow f = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_flow;
+    o.event_ud = &f;
+    mm_t *mm = mm_new("t-fault", &o);
+    ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
+    uint16_t ch;
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch), MM_OK);
+    ck_assert_int_eq(mmt_ctl("set_vm_memory_high_watermark 0.000001"), 0);
+    /* The broker blocks a connection when it publishes during the alarm. */
+    amqp_bytes_t body = {2, "hi"};
+    ck_assert_int_eq(mmi_publish(mm, ch, "", "t-fault-nowhere", false, NULL, body), MM_OK);
+    MMT_WAIT(mm->base, f.blocked, mmt_scale(10000));
+    ck_assert(mm->blocked);
+    restore_watermark();
+    MMT_WAIT(mm->base, f.unblocked, mmt_scale(10000));
+    ck_assert(!mm->blocked);
+    mm_free(mm);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -101,6 +147,11 @@ main(void)
     tcase_add_checked_fixture(tc, NULL, thaw_broker);
     tcase_add_test(tc, stopped_broker_app_is_reported_and_connect_works_after_start);
     tcase_add_test(tc, frozen_broker_is_detected_by_missed_heartbeats);
+    TCase *flow = tcase_create("flow");
+    tcase_set_timeout(flow, 120);
+    tcase_add_checked_fixture(flow, NULL, restore_watermark);
+    tcase_add_test(flow, memory_alarm_blocks_and_unblocks_publishing);
+    suite_add_tcase(s, flow);
     suite_add_tcase(s, tc);
     return mmt_run(s);
 }
