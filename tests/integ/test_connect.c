@@ -303,6 +303,30 @@ START_TEST(channel_error_leaves_the_connection_up)
 }
 END_TEST
 
+/* The broker drops a client that sends nothing for 2 heartbeats (2 s here); an
+ * idle instance must stay up because every read (woken by the broker's own
+ * heartbeats, or by our timer) sends ours when due. (That the timer alone
+ * notices a silent broker is test_fault's frozen-broker test.) Waiting for
+ * something that must not happen can only be a bounded wait. */
+START_TEST(idle_connection_survives_a_short_heartbeat)
+{
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s?heartbeat=1", mmt_uri());
+    struct events e = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = on_event;
+    o.event_ud = &e;
+    mm_t *mm = mm_new("t-connect", &o);
+    ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
+    ck_assert_int_eq(mm_heartbeat(mm), 1);
+    ck_assert(!mmt_wait(mm->base, &e.got_disconnected, 4500));
+    ck_assert(mm_is_connected(mm));
+    uint16_t ch;
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch), MM_OK); /* and it still works */
+    mm_free(mm);
+}
+END_TEST
+
 struct cancel_probe {
     bool cancelled;
     amqp_method_number_t method;
@@ -387,6 +411,7 @@ main(void)
     tcase_add_test(tc, channel_error_leaves_the_connection_up);
     tcase_add_test(tc, connection_closed_by_the_broker_is_reported);
     tcase_add_test(tc, deleted_queue_cancels_the_consumer_visibly);
+    tcase_add_test(tc, idle_connection_survives_a_short_heartbeat);
     suite_add_tcase(s, tc);
     return mmt_run(s);
 }
