@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
     rabbitmq-server
     librabbitmq-dev libmsgpack-dev libevent-dev libjansson-dev uuid-dev zlib1g-dev check
-    meson ninja-build pkg-config gcc
+    meson ninja-build pkg-config gcc openssl procps
 )
 
 missing=()

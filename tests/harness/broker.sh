@@ -4,8 +4,9 @@
 # Starts a node with its own name, free loopback ports and its own data/log
 # directory in a temp dir, waits (bounded) until it accepts AMQP connections,
 # exports MM_TEST_URI, MM_TEST_NODE, MM_TEST_CTL (a rabbitmqctl wrapper for
-# fault tests: "$MM_TEST_CTL stop_app") and MM_TEST_BROKER_PID (the Erlang VM,
-# for tests that freeze it with SIGSTOP), runs COMMAND, then stops the node and
+# fault tests: "$MM_TEST_CTL stop_app"), MM_TEST_BROKER_PID (the Erlang VM,
+# for tests that freeze it with SIGSTOP), MM_TEST_TLS_URI and MM_TEST_TLS_CA
+# (a TLS listener with a private CA), runs COMMAND, then stops the node and
 # removes its files, also on failure or Ctrl-C. Exits with COMMAND's status.
 #
 # If MM_TEST_URI is already set, that broker is used and nothing is started.
@@ -88,11 +89,32 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
+mkdir -p "$dir/home" "$dir/mnesia" "$dir/log" "$dir/tls"
+tls_port=$(free_port) || { echo "broker.sh: no free port" >&2; exit 69; }
+
+# A private CA and a server certificate for localhost, for the TLS listener.
+make_certs() {
+    local t="$dir/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=micromsg test CA" \
+        -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null &&
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null &&
+        printf 'subjectAltName=DNS:localhost\n' >"$t/ext.cnf" &&
+        openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" \
+            -CAcreateserial -days 2 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null &&
+        chmod 644 "$t"/*
+}
+make_certs || { echo "broker.sh: cannot make TLS certificates (openssl)" >&2; exit 69; }
 : >"$dir/rabbitmq-env.conf"
 echo "[]." >"$dir/enabled_plugins"
 cat >"$dir/rabbitmq.conf" <<EOF
 listeners.tcp.default = 127.0.0.1:$amqp_port
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users = none
 log.console = false
 log.file.level = info
@@ -138,6 +160,9 @@ chmod +x "$dir/ctl"
 
 export MM_TEST_URI="amqp://guest:guest@127.0.0.1:$amqp_port"
 export MM_TEST_NODE="$node"
+# TLS: the same broker through its TLS listener; the CA that signed its certificate.
+export MM_TEST_TLS_URI="amqps://guest:guest@localhost:$tls_port"
+export MM_TEST_TLS_CA="$dir/tls/ca.pem"
 export MM_TEST_CTL="$dir/ctl"
 # The Erlang VM's pid, for tests that freeze the broker (SIGSTOP/SIGCONT).
 MM_TEST_BROKER_PID=$(cat "$RABBITMQ_PID_FILE")

@@ -231,6 +231,47 @@ START_TEST(tls_to_a_plain_port_gives_ETLS)
 }
 END_TEST
 
+static const char *
+tls_env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v != NULL, "%s is not set: run through tests/harness/broker.sh", name);
+    return v;
+}
+
+START_TEST(tls_connects_and_verifies_the_broker)
+{
+    char uri[1024];
+    snprintf(uri, sizeof uri, "%s?cacertfile=%s", tls_env("MM_TEST_TLS_URI"),
+             tls_env("MM_TEST_TLS_CA"));
+    mm_t *mm = mm_new("t-connect", NULL);
+    ck_assert_msg(mm_connect(mm, uri) == MM_OK, "%s", mm_last_error(mm));
+    ck_assert_int_eq(strncmp(mm_uri(mm), "amqps://", 8), 0);
+    uint16_t ch;
+    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch), MM_OK); /* frames flow over TLS */
+    ck_assert_int_eq(mm_close(mm), MM_OK);
+    mm_free(mm);
+}
+END_TEST
+
+START_TEST(tls_refuses_an_unknown_ca_and_a_wrong_host_name)
+{
+    mm_t *mm = mm_new("t-connect", NULL);
+    /* No CA given: the private CA is unknown, so the peer cannot be verified. */
+    ck_assert_int_eq(mm_connect(mm, tls_env("MM_TEST_TLS_URI")), MM_ETLS);
+    /* The right CA, but the certificate names localhost, not 127.0.0.1. */
+    const char *port = strrchr(tls_env("MM_TEST_TLS_URI"), ':') + 1;
+    char uri[1024];
+    snprintf(uri, sizeof uri, "amqps://guest:guest@127.0.0.1:%s?cacertfile=%s", port,
+             tls_env("MM_TEST_TLS_CA"));
+    ck_assert_int_eq(mm_connect(mm, uri), MM_ETLS);
+    /* verify_none accepts it (for tests and private networks only). */
+    snprintf(uri, sizeof uri, "amqps://guest:guest@127.0.0.1:%s?verify=verify_none", port);
+    ck_assert_msg(mm_connect(mm, uri) == MM_OK, "%s", mm_last_error(mm));
+    mm_free(mm);
+}
+END_TEST
+
 START_TEST(free_leaves_no_events_on_the_callers_base)
 {
     struct event_base *base = event_base_new();
@@ -405,6 +446,8 @@ main(void)
     tcase_add_test(tc, wrong_password_gives_EAUTH_without_retry);
     tcase_add_test(tc, unknown_vhost_gives_EVHOST);
     tcase_add_test(tc, tls_to_a_plain_port_gives_ETLS);
+    tcase_add_test(tc, tls_connects_and_verifies_the_broker);
+    tcase_add_test(tc, tls_refuses_an_unknown_ca_and_a_wrong_host_name);
     tcase_add_test(tc, free_leaves_no_events_on_the_callers_base);
     tcase_add_test(tc, free_from_inside_a_callback_is_deferred);
     tcase_add_test(tc, free_from_a_callback_inside_mm_run_ends_the_run);
