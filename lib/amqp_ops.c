@@ -110,10 +110,23 @@ mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req, amqp_method_n
 }
 
 static int
-send_failed(mm_t *mm, int st, const char *what)
+check_open(mm_t *mm, uint16_t ch)
 {
-    mmi_conn_lost(mm, mmi_err_from_status(st), "%s: %s", what, amqp_error_string2(st));
-    return mmi_fail(mm, MM_EDISCONNECTED, "%s: %s", what, amqp_error_string2(st));
+    return mmi_chan_is_open(mm, ch) ? MM_OK
+                                    : mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+}
+
+/* After an asynchronous send: a failed send means a dead connection; a good
+ * one may have read frames (rabbitmq-c reads while it writes), so re-arm. */
+static int
+after_send(mm_t *mm, int st, const char *what)
+{
+    if (st != AMQP_STATUS_OK) {
+        mmi_conn_lost(mm, mmi_err_from_status(st), "%s: %s", what, amqp_error_string2(st));
+        return mmi_fail(mm, MM_EDISCONNECTED, "%s: %s", what, amqp_error_string2(st));
+    }
+    mmi_pump_kick(mm);
+    return MM_OK;
 }
 
 int
@@ -172,37 +185,28 @@ mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool ex
 int
 mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple)
 {
-    if (!mmi_chan_is_open(mm, ch))
-        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
-    int st = amqp_basic_ack(mm->conn, ch, tag, multiple);
-    if (st != AMQP_STATUS_OK)
-        return send_failed(mm, st, "basic.ack");
-    mmi_pump_kick(mm);
-    return MM_OK;
+    int rc = check_open(mm, ch);
+    return rc != MM_OK ? rc
+                       : after_send(mm, amqp_basic_ack(mm->conn, ch, tag, multiple), "basic.ack");
 }
 
 int
 mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
 {
-    if (!mmi_chan_is_open(mm, ch))
-        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
-    int st = amqp_basic_nack(mm->conn, ch, tag, multiple, requeue);
-    if (st != AMQP_STATUS_OK)
-        return send_failed(mm, st, "basic.nack");
-    mmi_pump_kick(mm);
-    return MM_OK;
+    int rc = check_open(mm, ch);
+    if (rc != MM_OK)
+        return rc;
+    return after_send(mm, amqp_basic_nack(mm->conn, ch, tag, multiple, requeue), "basic.nack");
 }
 
 int
 mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key, bool mandatory,
             const amqp_basic_properties_t *props, amqp_bytes_t body)
 {
-    if (!mmi_chan_is_open(mm, ch))
-        return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    int rc = check_open(mm, ch);
+    if (rc != MM_OK)
+        return rc;
     int st = amqp_basic_publish(mm->conn, ch, amqp_cstring_bytes(exchange),
                                 amqp_cstring_bytes(routing_key), mandatory, 0, props, body);
-    if (st != AMQP_STATUS_OK)
-        return send_failed(mm, st, "basic.publish");
-    mmi_pump_kick(mm);
-    return MM_OK;
+    return after_send(mm, st, "basic.publish");
 }

@@ -169,7 +169,7 @@ mmi_chans_free(mm_t *mm)
 /* ---- content assembly ---- */
 
 static void
-content_start(mm_t *mm, struct mmi_chan *c, const amqp_method_t *m)
+content_start(struct mmi_chan *c, const amqp_method_t *m)
 {
     mmi_content_t *ct = &c->content;
     *ct = (mmi_content_t){.channel = c->id, .method = m->id};
@@ -194,7 +194,6 @@ content_start(mm_t *mm, struct mmi_chan *c, const amqp_method_t *m)
         ct->routing_key = g->routing_key;
     }
     c->phase = WANT_HEADER;
-    (void) mm;
 }
 
 /* Hand the message over. The owner may close the channel (or free mm) in its
@@ -275,7 +274,7 @@ chan_method(mm_t *mm, struct mmi_chan *c, const amqp_method_t *m)
         return;
     }
     if (is_content_method(m->id))
-        content_start(mm, c, m);
+        content_start(c, m);
     else if (c->ops.on_method != NULL)
         c->ops.on_method(mm, c->id, m, c->ud);
     else

@@ -37,8 +37,8 @@ mm_retry_default(int error, unsigned attempts, uint64_t elapsed_ms, void *ud)
         return -1;
     if (elapsed_ms >= budget)
         return -1;
-    unsigned shift = attempts > 6 ? 6 : attempts - (attempts > 0);
-    int64_t wait = 100 << shift; /* 100, 200, ... 6400 */
+    unsigned doublings = attempts > 1 ? attempts - 1 : 0;
+    int64_t wait = 100 << (doublings > 6 ? 6 : doublings); /* 100, 200, 400, ... */
     if (wait > 5000)
         wait = 5000;
     /* +-20 % jitter so that replicas restarted together do not retry in step */

@@ -87,6 +87,7 @@ struct mm {
     struct event *ev_read;
     struct event *ev_heartbeat;
     struct event *ev_deferred;
+    amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
     /* channels (lib/chan.c) */
     struct mmi_chan **chans;

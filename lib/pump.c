@@ -161,6 +161,8 @@ drain(mm_t *mm, int budget)
     return still_ours(mm, c);
 }
 
+/* The read event and the heartbeat timer both land here: reading sends our
+ * heartbeat when due and notices a broker gone silent. */
 static void
 on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -168,21 +170,11 @@ on_read(evutil_socket_t fd, short what, void *arg)
     (void) fd;
     (void) what;
     mmi_enter(mm);
-    if (drain(mm, MMI_PUMP_BUDGET))
+    mm->pumping = mm->conn;
+    bool more = drain(mm, MMI_PUMP_BUDGET);
+    mm->pumping = NULL;
+    if (more)
         event_active(mm->ev_read, EV_READ, 0); /* budget spent: let other events run first */
-    mmi_leave(mm);
-}
-
-static void
-on_heartbeat(evutil_socket_t fd, short what, void *arg)
-{
-    mm_t *mm = arg;
-    (void) fd;
-    (void) what;
-    mmi_enter(mm);
-    /* Reading sends our heartbeat when due and notices a broker gone silent. */
-    if (drain(mm, MMI_PUMP_BUDGET))
-        event_active(mm->ev_read, EV_READ, 0);
     mmi_leave(mm);
 }
 
@@ -197,7 +189,7 @@ mmi_pump_start(mm_t *mm)
         struct timeval tv = {.tv_sec = mm->heartbeat / 2, .tv_usec = 0};
         if (tv.tv_sec == 0)
             tv = (struct timeval){.tv_sec = 0, .tv_usec = 500000};
-        mm->ev_heartbeat = event_new(mm->base, -1, EV_PERSIST, on_heartbeat, mm);
+        mm->ev_heartbeat = event_new(mm->base, -1, EV_PERSIST, on_read, mm);
         if (mm->ev_heartbeat == NULL || event_add(mm->ev_heartbeat, &tv) != 0)
             return MM_ENOMEM;
     }
@@ -220,6 +212,10 @@ void
 mmi_pump_kick(mm_t *mm)
 {
     if (mm->state != MMI_CONNECTED || mm->ev_read == NULL)
+        return;
+    /* Inside a drain of this connection (an ack or publish from a handler):
+     * the drain reads on until nothing is left, so there is nothing to re-arm. */
+    if (mm->pumping == mm->conn)
         return;
     if (mm->bl_len > 0 || amqp_frames_enqueued(mm->conn) || amqp_data_in_buffer(mm->conn))
         event_active(mm->ev_read, EV_READ, 0);

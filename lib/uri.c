@@ -196,9 +196,8 @@ parse_authority(struct cursor *c, const char *s, size_t len, struct mmi_uri *u)
 }
 
 static int
-set_string(struct cursor *c, const char *v, char **dst)
+set_string(const char *v, char **dst)
 {
-    (void) c;
     free(*dst);
     *dst = strdup(v);
     return *dst ? MM_OK : MM_ENOMEM;
@@ -228,10 +227,10 @@ set_param(struct cursor *c, const char *k, const char *v, struct mmi_uri *u)
         return MM_OK;
     }
     if (strcmp(k, "cacertfile") == 0)
-        return set_string(c, v, &u->cacertfile);
+        return set_string(v, &u->cacertfile);
     if (strcmp(k, "certfile") == 0)
-        return set_string(c, v, &u->certfile);
-    return set_string(c, v, &u->keyfile);
+        return set_string(v, &u->certfile);
+    return set_string(v, &u->keyfile);
 }
 
 static int
@@ -308,7 +307,7 @@ mmi_uri_parse(const char *s, struct mmi_uri *u, char *err, size_t errlen)
         rc = parse_vhost(&c, p + 1, vlen, u);
         p += 1 + vlen;
     } else {
-        rc = set_string(&c, "/", &u->vhost);
+        rc = set_string("/", &u->vhost);
     }
     if (rc == MM_OK && *p == '?')
         rc = parse_query(&c, p + 1, u);
