@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h> /* bodies and headers are read as msgpack_object */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -137,7 +139,11 @@ typedef enum mm_event_type {
     MM_EV_CHANNEL_ERROR = 3, /* the broker closed a channel; the connection lives */
     MM_EV_BLOCKED = 4,       /* the broker blocked publishing (resource alarm) */
     MM_EV_UNBLOCKED = 5,     /* publishing is allowed again */
-    MM_EV_ERROR = 6,         /* any other asynchronous failure */
+    MM_EV_ERROR = 6,         /* any other asynchronous failure (bad input: code says what) */
+    MM_EV_EXPIRED = 7,       /* a request's deadline passed before it was answered: acked, dropped */
+    MM_EV_UNHANDLED = 8,     /* a message nobody handles: no handler for its route, or an
+                                answer whose request is gone (timed out, canceled) */
+    MM_EV_UNROUTABLE = 9,    /* the broker returned a task: no queue for its route */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
@@ -146,6 +152,8 @@ typedef struct mm_event {
     int code;         /* MM_OK or an MM_E* code */
     const char *text; /* never NULL; detail, e.g. the broker's reply text */
     uint16_t channel; /* the channel concerned, 0 when none */
+    const char *route; /* the route concerned (message events), else NULL */
+    const char *request_id; /* the message's idRequest (message events), else NULL */
 } mm_event_t;
 
 /** Event hook. May call any mm_* function, mm_free() included. */
@@ -170,7 +178,16 @@ typedef struct mm_opts {
     uint32_t retry_budget_ms;    /* default strategy's budget; 0: 30000 */
     uint32_t connect_timeout_ms; /* one TCP connect + AMQP handshake; 0: 5000 */
     uint32_t rpc_timeout_ms;     /* a synchronous AMQP method; 0: 10000 */
+    int codec;                   /* body encoding we send: MM_CODEC_MSGPACK (0) or MM_CODEC_JSON */
+    uint32_t max_body;           /* largest body sent or received, decoded; 0: 16 MiB */
+    uint32_t request_timeout_ms; /* mm_request()'s default timeout; 0: 120000 */
 } mm_opts_t;
+
+/** Body encodings on the wire (mm_opts_t.codec). */
+enum {
+    MM_CODEC_MSGPACK = 0, /* application/msgpack: micromsg's own, the default */
+    MM_CODEC_JSON = 1,    /* application/json: for peers that only speak JSON */
+};
 
 /* clang-format off */
 #define MM_OPTS_INIT {.size = sizeof(mm_opts_t)}
@@ -280,6 +297,349 @@ MM_EXPORT int mm_last_code(const mm_t *mm);
 
 /** Change the log level at run time (MM_LOG_NONE silences). */
 MM_EXPORT void mm_set_log_level(mm_t *mm, int level);
+
+/* ---- Bodies ------------------------------------------------------------- */
+
+/*
+ * Bodies are msgpack. A sender passes the msgpack bytes of one object (or
+ * NULL/0 for "no body", sent as the empty string ""); a receiver reads a
+ * msgpack_object. A top-level bin object is sent as raw bytes
+ * (application/octet-stream) and arrives as bin again. With the JSON codec
+ * every other body must be representable in JSON (no bin or ext inside, str
+ * in UTF-8); bodies over 1,000,000 bytes are sent gzip-compressed.
+ */
+
+/** A body builder: msgpack bytes written through a msgpack_packer. */
+typedef struct mm_body mm_body_t;
+
+/** A new, empty builder, or NULL when out of memory. Free with mm_body_free(). */
+MM_EXPORT mm_body_t *mm_body_new(void);
+
+/**
+ * The packer writing into the builder, for msgpack_pack_*() calls. Valid
+ * as long as the builder. Pack exactly one top-level object per body.
+ */
+MM_EXPORT msgpack_packer *mm_body_packer(mm_body_t *b);
+
+/** The bytes packed so far (NULL when empty). Valid until the next pack, reset or free. */
+MM_EXPORT const void *mm_body_data(const mm_body_t *b);
+
+/** The number of bytes packed so far. */
+MM_EXPORT size_t mm_body_len(const mm_body_t *b);
+
+/** Empty the builder for reuse (memory is kept). */
+MM_EXPORT void mm_body_reset(mm_body_t *b);
+
+/** Free the builder. NULL is a no-op. */
+MM_EXPORT void mm_body_free(mm_body_t *b);
+
+/** Pack a NUL-terminated string. @return MM_OK or MM_ENOMEM (or MM_EINVAL for NULL). */
+MM_EXPORT int mm_body_str(mm_body_t *b, const char *s);
+
+/** Pack raw bytes as a msgpack bin. @return MM_OK or MM_ENOMEM. */
+MM_EXPORT int mm_body_bin(mm_body_t *b, const void *p, size_t n);
+
+/* ---- Messages ------------------------------------------------------------ */
+
+/**
+ * A received message: a request, task or event given to a handler, or an
+ * answer given to a request's callback. Borrowed: valid until the callback
+ * returns, unless the callback takes a reference with mm_msg_ref(); every
+ * reference needs one mm_msg_unref(). Everything a message returns (body,
+ * headers, strings) lives as long as the message.
+ */
+typedef struct mm_msg mm_msg_t;
+
+/** Handlers, listeners and request callbacks share one shape. */
+typedef void (*mm_msg_fn)(mm_msg_t *msg, void *ud);
+
+/** What a message is. */
+typedef enum mm_msg_kind {
+    MM_MSG_REQUEST = 1, /* expects an answer: mm_msg_reply/reject/write+end */
+    MM_MSG_TASK = 2,    /* fire-and-forget work: mm_msg_ack (or reply) when done */
+    MM_MSG_EVENT = 3,   /* published with mm_emit: acked when the listener returns */
+    MM_MSG_ANSWER = 4,  /* given to a request's callback */
+} mm_msg_kind;
+
+/** The kind of the message. */
+MM_EXPORT mm_msg_kind mm_msg_kind_of(const mm_msg_t *msg);
+
+/**
+ * The body, never NULL. "No body" arrives as the empty string. For a
+ * failed request (mm_msg_status() != MM_OK) it is the error object sent by
+ * the peer ({"error": {"codeString", "message", "code", ...}}) or nil for a
+ * local failure (timeout, cancel...).
+ */
+MM_EXPORT const msgpack_object *mm_msg_body(const mm_msg_t *msg);
+
+/** The body as msgpack bytes (`*ret_len` receives the size). */
+MM_EXPORT const void *mm_msg_body_raw(const mm_msg_t *msg, size_t *ret_len);
+
+/**
+ * The user headers: a map of every top-level AMQP header except the reserved
+ * "__mms" (idRequest included). Never NULL; an empty map when none.
+ */
+MM_EXPORT const msgpack_object *mm_msg_headers(const mm_msg_t *msg);
+
+/** One user header by name, or NULL when absent. */
+MM_EXPORT const msgpack_object *mm_msg_header(const mm_msg_t *msg, const char *name);
+
+/** The destination route: a request's or task's route, an event's routing key. */
+MM_EXPORT const char *mm_msg_route(const mm_msg_t *msg);
+
+/** The request id (header idRequest), or "" when absent. */
+MM_EXPORT const char *mm_msg_request_id(const mm_msg_t *msg);
+
+/** The AMQP correlation id (requests and answers), or "" when absent. */
+MM_EXPORT const char *mm_msg_correlation_id(const mm_msg_t *msg);
+
+/** 1 when the broker delivered the message before (it may be a duplicate). */
+MM_EXPORT int mm_msg_redelivered(const mm_msg_t *msg);
+
+/** The size of the body as it travelled on the wire, in bytes. */
+MM_EXPORT size_t mm_msg_size(const mm_msg_t *msg);
+
+/**
+ * Answers: MM_OK for a reply or a stream part; MM_EREMOTE when the peer
+ * answered with an error; MM_ETIMEDOUT, MM_ENOROUTE (nobody handles the
+ * route), MM_ECANCELED, MM_EDISCONNECTED, MM_ECLOSED (instance freed) for
+ * local failures. MM_OK for other kinds.
+ */
+MM_EXPORT int mm_msg_status(const mm_msg_t *msg);
+
+/**
+ * For a failed answer, the error code string: the peer's codeString
+ * ("notFound"...) or, for local failures, "timeout", "unroutable",
+ * "canceled", "notConnected", "closed". "" otherwise.
+ */
+MM_EXPORT const char *mm_msg_error_code(const mm_msg_t *msg);
+
+/** For a failed answer, the error message (never NULL; "" when none). */
+MM_EXPORT const char *mm_msg_error_text(const mm_msg_t *msg);
+
+/** 1 on the last callback for a request (exactly one per accepted request). */
+MM_EXPORT int mm_msg_is_final(const mm_msg_t *msg);
+
+/**
+ * A streamed answer collected without a part callback: the number of
+ * messages of the stream (the parts and the end message), in sequence
+ * order. 0 for anything else.
+ */
+MM_EXPORT size_t mm_msg_part_count(const mm_msg_t *msg);
+
+/** The body of message `i` of a collected stream, or NULL when out of range. */
+MM_EXPORT const msgpack_object *mm_msg_part(const mm_msg_t *msg, size_t i);
+
+/** Keep the message past its callback. @return msg. */
+MM_EXPORT mm_msg_t *mm_msg_ref(mm_msg_t *msg);
+
+/** Drop a reference. @return NULL. NULL is a no-op. */
+MM_EXPORT mm_msg_t *mm_msg_unref(mm_msg_t *msg);
+
+/*
+ * Settling a request or task. A request is answered once: mm_msg_reply,
+ * mm_msg_reject, or mm_msg_write... then mm_msg_end. A task is settled by
+ * mm_msg_ack (a reply to a task only acks it), mm_msg_reject or
+ * mm_msg_nack. The message is acked on the broker when settled, so a crash
+ * before that redelivers it. A handler that returns without settling and
+ * without a reference: the library answers a request with an error
+ * ("notHandled"), rejects a task (nack, no requeue), and raises an
+ * MM_EV_ERROR event. Bodies are copied during the call.
+ *
+ * Errors, common to all: MM_ESTATE (already answered, write after end,
+ * reply to an event or answer: detail in the text), MM_ETIMEDOUT (the
+ * request expired: nothing is sent), MM_EINVAL (body not one msgpack object
+ * or not representable in the requester's encoding), MM_ETOOBIG,
+ * MM_ENOTCONN / MM_ECHANNEL (the connection or the route's channel is gone:
+ * the broker redelivers the message), MM_ECLOSED (instance freed).
+ * mm_last_error() of the instance has the detail.
+ */
+
+/** Answer a request (or ack a task) with a body. */
+MM_EXPORT int mm_msg_reply(mm_msg_t *msg, const void *body, size_t len);
+
+/**
+ * Answer a request with an error: the requester gets MM_EREMOTE with
+ * `code` (a short camelCase code, e.g. "notFound"; NULL: "error") and
+ * `text`. A task is rejected (nack without requeue: dead-lettered where the
+ * queue has a dead-letter exchange).
+ */
+MM_EXPORT int mm_msg_reject(mm_msg_t *msg, const char *code, const char *text);
+
+/** Send one part of a streamed answer (parts are numbered in order). */
+MM_EXPORT int mm_msg_write(mm_msg_t *msg, const void *body, size_t len);
+
+/** End a streamed answer with a last body (NULL/0: none). */
+MM_EXPORT int mm_msg_end(mm_msg_t *msg, const void *body, size_t len);
+
+/** Settle a task (or an event taken with a reference) as done. */
+MM_EXPORT int mm_msg_ack(mm_msg_t *msg);
+
+/** Give a task back: requeue 1 puts it back in the queue, 0 rejects it. */
+MM_EXPORT int mm_msg_nack(mm_msg_t *msg, int requeue);
+
+/* ---- Routes: handle requests and tasks, listen to events ----------------- */
+
+/** A registered handler or listener. */
+typedef struct mm_route mm_route_t;
+
+/** Options of mm_handle() and mm_listen(). Declare with MM_ROUTE_OPTS_INIT. */
+typedef struct mm_route_opts {
+    size_t size;       /* set by MM_ROUTE_OPTS_INIT */
+    uint16_t prefetch; /* messages in flight on this route; 0: 64 */
+} mm_route_opts_t;
+
+/* clang-format off */
+#define MM_ROUTE_OPTS_INIT {.size = sizeof(mm_route_opts_t)}
+/* clang-format on */
+
+/**
+ * Handle requests and tasks for `route` of this service: consumes the
+ * queue q.requests.<service>.<route>, shared with every other instance of
+ * the service (each message goes to one of them). A route is 1 to 128
+ * characters of [A-Za-z0-9._:-], with the rules of service names.
+ *
+ * May be called before mm_connect() (the route is declared when it
+ * connects) or after (declared now, blocking one broker round trip).
+ *
+ * @param ret_route receives the route handle (may be NULL); owned by mm
+ *        until mm_route_stop() or mm_free().
+ * @return MM_OK; MM_ENAME; MM_ESTATE when the route is already handled by
+ *         this instance; MM_EBROKER/MM_ECHANNEL when the broker refused the
+ *         queue (detail in mm_last_error()).
+ */
+MM_EXPORT int mm_handle(mm_t *mm, const char *route, mm_msg_fn handler, void *ud,
+                        const mm_route_opts_t *opts, mm_route_t **ret_route);
+
+/**
+ * Listen to events emitted to `target`.`route` (target NULL: this
+ * service). The route may hold topic wildcards: "*" for one dot-separated
+ * word, "#" for zero or more. Each listening instance gets every matching
+ * event (its own exclusive queue). An event is acked when the listener
+ * returns. Same rules as mm_handle() otherwise.
+ */
+MM_EXPORT int mm_listen(mm_t *mm, const char *target, const char *route, mm_msg_fn handler,
+                        void *ud, const mm_route_opts_t *opts, mm_route_t **ret_route);
+
+/**
+ * Stop a route and free its handle: cancel the consumer, unbind (events),
+ * and delete the queue only when it is empty and nobody else consumes it
+ * (another instance of the service keeps its queue). Messages in flight
+ * that were not settled are redelivered by the broker. The route may be
+ * handled or listened to again afterwards.
+ * @return MM_OK, or the broker's error (the handle is freed anyway).
+ */
+MM_EXPORT int mm_route_stop(mm_route_t *route);
+
+/** Queue figures. */
+typedef struct mm_stat {
+    uint32_t messages;  /* ready in the queue (not counting those in flight) */
+    uint32_t consumers; /* consumers on the queue, all instances */
+} mm_stat_t;
+
+/** Figures of a route's queue (one broker round trip). @return MM_OK, MM_ENOTCONN... */
+MM_EXPORT int mm_route_stat(mm_route_t *route, mm_stat_t *ret_stat);
+
+/**
+ * Figures of another service's request queue q.requests.<service>.<route>.
+ * @return MM_OK, MM_ENOENT when the queue does not exist, MM_ENOTCONN...
+ */
+MM_EXPORT int mm_queue_stat(mm_t *mm, const char *service, const char *route,
+                            mm_stat_t *ret_stat);
+
+/* ---- Sending: requests, tasks, events ------------------------------------ */
+
+/** A pending request, by value (a stale id is harmless). */
+typedef struct mm_req {
+    uint64_t id;
+} mm_req_t;
+
+/** No timeout (mm_request_opts_t.timeout_ms). */
+#define MM_NO_TIMEOUT (-1)
+
+/** Deliver each part of a streamed answer to the callback (mm_request_opts_t.flags). */
+#define MM_REQ_PARTS 1u
+
+/** Options of mm_request(). Declare with MM_REQUEST_OPTS_INIT. */
+typedef struct mm_request_opts {
+    size_t size;         /* set by MM_REQUEST_OPTS_INIT */
+    int64_t timeout_ms;  /* 0: mm_opts_t.request_timeout_ms; MM_NO_TIMEOUT: none */
+    unsigned flags;      /* MM_REQ_PARTS */
+    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL */
+    size_t headers_len;
+    const char *request_id; /* idRequest header; NULL: a fresh UUID */
+} mm_request_opts_t;
+
+/* clang-format off */
+#define MM_REQUEST_OPTS_INIT {.size = sizeof(mm_request_opts_t)}
+/* clang-format on */
+
+/**
+ * Send a request to `route` of `service` and get exactly one final
+ * callback: the reply, the peer's error (MM_EREMOTE), or a local failure
+ * (MM_ETIMEDOUT, MM_ENOROUTE at once when no instance handles the route,
+ * MM_ECANCELED, MM_EDISCONNECTED, MM_ECLOSED). A streamed answer either
+ * calls `on_reply` once per part in sequence order (MM_REQ_PARTS; each part
+ * restarts the timeout; mm_msg_is_final() is 0 for parts, 1 for the end)
+ * or is collected and given once at the end (mm_msg_part()). The callback
+ * never runs before mm_request() returns.
+ *
+ * @param ret_req receives the request's id for mm_request_cancel() (may be NULL).
+ * @return MM_OK (the callback will run), or an error and the callback never
+ *         runs: MM_ENAME, MM_EINVAL (body, headers, "__mms" in headers, a
+ *         negative timeout other than MM_NO_TIMEOUT), MM_ETOOBIG, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_request(mm_t *mm, const char *service, const char *route, const void *body,
+                         size_t len, const mm_request_opts_t *opts, mm_msg_fn on_reply, void *ud,
+                         mm_req_t *ret_req);
+
+/**
+ * Cancel a pending request: its callback runs now, once, with
+ * MM_ECANCELED; a later answer is dropped.
+ * @return MM_OK, or MM_ENOENT when the request already completed.
+ */
+MM_EXPORT int mm_request_cancel(mm_t *mm, mm_req_t req);
+
+/**
+ * A blocking request for simple clients: runs the instance's loop until
+ * the final answer. Not callable from a callback of mm (MM_ESTATE).
+ * @param ret_reply receives the final message whenever the request was sent
+ *        (unref it), NULL otherwise.
+ * @return the final message's mm_msg_status(), or mm_request()'s error.
+ */
+MM_EXPORT int mm_request_sync(mm_t *mm, const char *service, const char *route,
+                              const void *body, size_t len, const mm_request_opts_t *opts,
+                              mm_msg_t **ret_reply);
+
+/** Options of mm_task() and mm_emit(). Declare with MM_SEND_OPTS_INIT. */
+typedef struct mm_send_opts {
+    size_t size;         /* set by MM_SEND_OPTS_INIT */
+    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL */
+    size_t headers_len;
+    const char *request_id; /* tasks: idRequest header; NULL: a fresh UUID */
+} mm_send_opts_t;
+
+/* clang-format off */
+#define MM_SEND_OPTS_INIT {.size = sizeof(mm_send_opts_t)}
+/* clang-format on */
+
+/**
+ * Queue a task for `route` of `service`: one instance handling the route
+ * takes it and acks it when done. A task nobody handles is returned by the
+ * broker: MM_EV_UNROUTABLE event.
+ * @return MM_OK (handed to the broker), MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_task(mm_t *mm, const char *service, const char *route, const void *body,
+                      size_t len, const mm_send_opts_t *opts);
+
+/**
+ * Publish an event to `target`.`route` (target NULL: this service); every
+ * instance listening to a matching route gets it. An event nobody listens
+ * to is dropped by the broker.
+ * @return MM_OK, MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const void *body,
+                      size_t len, const mm_send_opts_t *opts);
 
 #ifdef __cplusplus
 }
