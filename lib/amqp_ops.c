@@ -133,6 +133,13 @@ int
 mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags, const amqp_table_t *args,
                   uint32_t *ret_count)
 {
+    return mmi_queue_declare_full(mm, ch, name, flags, args, ret_count, NULL);
+}
+
+int
+mmi_queue_declare_full(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
+                       const amqp_table_t *args, uint32_t *ret_count, uint32_t *ret_consumers)
+{
     amqp_queue_declare_t req = {
         .queue = amqp_cstring_bytes(name ? name : ""),
         .passive = (flags & MMI_Q_PASSIVE) != 0,
@@ -146,14 +153,61 @@ mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags, const
                      (void **) &ok);
     if (rc == MM_OK && ret_count != NULL)
         *ret_count = ok->message_count;
+    if (rc == MM_OK && ret_consumers != NULL)
+        *ret_consumers = ok->consumer_count;
     return rc;
 }
 
 int
 mmi_queue_delete(mm_t *mm, uint16_t ch, const char *name)
 {
-    amqp_queue_delete_t req = {.queue = amqp_cstring_bytes(name)};
+    return mmi_queue_delete_if(mm, ch, name, false, false);
+}
+
+int
+mmi_queue_delete_if(mm_t *mm, uint16_t ch, const char *name, bool if_unused, bool if_empty)
+{
+    amqp_queue_delete_t req = {
+        .queue = amqp_cstring_bytes(name), .if_unused = if_unused, .if_empty = if_empty};
     return mmi_rpc(mm, ch, AMQP_QUEUE_DELETE_METHOD, &req, AMQP_QUEUE_DELETE_OK_METHOD, NULL);
+}
+
+int
+mmi_queue_bind(mm_t *mm, uint16_t ch, const char *queue, const char *exchange, const char *key)
+{
+    amqp_queue_bind_t req = {.queue = amqp_cstring_bytes(queue),
+                             .exchange = amqp_cstring_bytes(exchange),
+                             .routing_key = amqp_cstring_bytes(key),
+                             .arguments = amqp_empty_table};
+    return mmi_rpc(mm, ch, AMQP_QUEUE_BIND_METHOD, &req, AMQP_QUEUE_BIND_OK_METHOD, NULL);
+}
+
+int
+mmi_queue_unbind(mm_t *mm, uint16_t ch, const char *queue, const char *exchange, const char *key)
+{
+    amqp_queue_unbind_t req = {.queue = amqp_cstring_bytes(queue),
+                               .exchange = amqp_cstring_bytes(exchange),
+                               .routing_key = amqp_cstring_bytes(key),
+                               .arguments = amqp_empty_table};
+    return mmi_rpc(mm, ch, AMQP_QUEUE_UNBIND_METHOD, &req, AMQP_QUEUE_UNBIND_OK_METHOD, NULL);
+}
+
+int
+mmi_exchange_declare(mm_t *mm, uint16_t ch, const char *name, const char *type, bool durable)
+{
+    amqp_exchange_declare_t req = {.exchange = amqp_cstring_bytes(name),
+                                   .type = amqp_cstring_bytes(type),
+                                   .durable = durable,
+                                   .arguments = amqp_empty_table};
+    return mmi_rpc(mm, ch, AMQP_EXCHANGE_DECLARE_METHOD, &req, AMQP_EXCHANGE_DECLARE_OK_METHOD,
+                   NULL);
+}
+
+int
+mmi_basic_cancel(mm_t *mm, uint16_t ch, const char *tag)
+{
+    amqp_basic_cancel_t req = {.consumer_tag = amqp_cstring_bytes(tag)};
+    return mmi_rpc(mm, ch, AMQP_BASIC_CANCEL_METHOD, &req, AMQP_BASIC_CANCEL_OK_METHOD, NULL);
 }
 
 int

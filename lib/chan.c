@@ -17,6 +17,7 @@ enum phase { IDLE, WANT_HEADER, WANT_BODY };
 
 struct mmi_chan {
     uint16_t id;
+    uint32_t gen;
     mmi_chan_ops_t ops;
     void *ud;
     enum phase phase;
@@ -35,6 +36,13 @@ bool
 mmi_chan_is_open(const mm_t *mm, uint16_t ch)
 {
     return mm->state == MMI_CONNECTED && chan_get(mm, ch) != NULL;
+}
+
+uint32_t
+mmi_chan_gen(const mm_t *mm, uint16_t ch)
+{
+    const struct mmi_chan *c = mm->state == MMI_CONNECTED ? chan_get(mm, ch) : NULL;
+    return c != NULL ? c->gen : 0;
 }
 
 bool
@@ -89,7 +97,10 @@ mmi_chan_open(mm_t *mm, const mmi_chan_ops_t *ops, void *ud, uint16_t *ret_ch)
     struct mmi_chan *c = calloc(1, sizeof *c);
     if (c == NULL)
         return mmi_fail(mm, MM_ENOMEM, "out of memory");
-    *c = (struct mmi_chan){.id = id, .ops = ops ? *ops : (mmi_chan_ops_t){0}, .ud = ud};
+    *c = (struct mmi_chan){
+        .id = id, .gen = ++mm->chan_gen, .ops = ops ? *ops : (mmi_chan_ops_t){0}, .ud = ud};
+    if (c->gen == 0) /* 0 means "not open": skip it on wrap-around */
+        c->gen = ++mm->chan_gen;
     mm->chans[id] = c;
     amqp_channel_open_t req = {0};
     rc = mmi_rpc(mm, id, AMQP_CHANNEL_OPEN_METHOD, &req, AMQP_CHANNEL_OPEN_OK_METHOD, NULL);
@@ -126,7 +137,9 @@ mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *clo
     char text[MMI_ERRBUF];
     snprintf(text, sizeof text, "broker closed channel %u: %u %.*s", ch, close->reply_code,
              (int) close->reply_text.len, (const char *) close->reply_text.bytes);
-    mmi_event(mm, MM_EV_CHANNEL_ERROR, MM_ECHANNEL, ch, "%s", text);
+    mm->last_close_code = close->reply_code;
+    if (c == NULL || !c->ops.quiet)
+        mmi_event(mm, MM_EV_CHANNEL_ERROR, MM_ECHANNEL, ch, "%s", text);
     if (c != NULL) {
         mmi_chan_ops_t ops = c->ops;
         void *ud = c->ud;
@@ -221,6 +234,9 @@ content_header(mm_t *mm, struct mmi_chan *c, const amqp_frame_t *f)
     c->body_size = f->payload.properties.body_size;
     c->body_got = 0;
     c->content.body = (amqp_bytes_t){0, NULL};
+    c->content.body_size = c->body_size;
+    /* Never allocate for a body we would refuse: its frames are discarded. */
+    c->content.oversize = c->body_size > mm->opts.max_body;
     if (c->body_size == 0) {
         content_done(mm, c);
         return;
@@ -234,6 +250,12 @@ content_body(mm_t *mm, struct mmi_chan *c, const amqp_frame_t *f)
     amqp_bytes_t frag = f->payload.body_fragment;
     if (c->body_got + frag.len > c->body_size) {
         mmi_conn_lost(mm, MM_EPROTO, "channel %u: body larger than announced", c->id);
+        return;
+    }
+    if (c->content.oversize) {
+        c->body_got += frag.len;
+        if (c->body_got == c->body_size)
+            content_done(mm, c);
         return;
     }
     if (c->body_got == 0 && frag.len == c->body_size) {

@@ -19,6 +19,9 @@ typedef struct mmi_buf {
 } mmi_buf_t;
 
 int mmi_buf_reserve(mmi_buf_t *b, size_t extra); /* MM_OK or MM_ENOMEM */
+/* mmi_buf_reserve, but the capacity never grows past len + max_extra (which
+ * must be >= extra): for callers with a hard output bound (gzip inflate). */
+int mmi_buf_reserve_max(mmi_buf_t *b, size_t extra, size_t max_extra);
 int mmi_buf_append(mmi_buf_t *b, const void *p, size_t n);
 void mmi_buf_reset(mmi_buf_t *b); /* len = 0, memory kept */
 void mmi_buf_free(mmi_buf_t *b);  /* back to {0} */
@@ -30,7 +33,9 @@ int mmi_buf_write(void *data, const char *buf, size_t len);
  * JSON text (UTF-8, one value of any type, surrounding whitespace allowed)
  * -> msgpack bytes appended to `out`. Integers become msgpack ints (negative
  * or positive), reals become float64, strings str, null nil. Integers beyond
- * int64 are refused. Depth is limited (MMI_CODEC_MAX_DEPTH).
+ * int64 are refused. Depth is limited (MMI_CODEC_MAX_DEPTH). Object keys
+ * keep their order; a duplicate key keeps its first place and its last value.
+ * On failure out->len is left as it was (as for every function below).
  * @return MM_OK, MM_EDECODE (not JSON, trailing garbage, too deep), MM_ENOMEM.
  */
 int mmi_json_to_msgpack(const char *json, size_t len, mmi_buf_t *out, char *err, size_t errlen);
@@ -60,12 +65,19 @@ int mmi_gzip_deflate(const void *in, size_t len, mmi_buf_t *out);
 /*
  * gzip inflate appended to `out`, stopping with MM_ETOOBIG as soon as the
  * output would exceed `limit` bytes (a gzip bomb costs at most `limit`).
- * Concatenated gzip members are accepted; trailing garbage is not.
+ * Concatenated gzip members are accepted; trailing garbage is not. On any
+ * failure out->len is left as it was (only its capacity may have grown).
  * @return MM_OK, MM_EDECODE (not gzip, corrupt, truncated), MM_ETOOBIG, MM_ENOMEM.
  */
 int mmi_gzip_inflate(const void *in, size_t len, size_t limit, mmi_buf_t *out, char *err,
                      size_t errlen);
 
-#define MMI_CODEC_MAX_DEPTH 64
+/*
+ * Containers nest at most this deep (a top-level array is depth 1). 32 is
+ * what msgpack-c's own unpacker can read (MSGPACK_EMBED_STACK_SIZE, compiled
+ * into libmsgpackc): a deeper body would pass the codecs and then fail in
+ * msgpack_unpack() with a misleading out-of-memory code.
+ */
+#define MMI_CODEC_MAX_DEPTH 32
 
 #endif

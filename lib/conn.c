@@ -240,6 +240,15 @@ mm_connect(mm_t *mm, const char *uri)
         mmi_conn_reap(mm);
         return mmi_fail(mm, rc, "cannot watch the socket");
     }
+    rc = mmi_routes_declare_all(mm);
+    if (rc != MM_OK) {
+        char why[MMI_ERRBUF];
+        snprintf(why, sizeof why, "%s", mm->last_error);
+        mmi_conn_close(mm);
+        mmi_conn_reap(mm);
+        mmi_events_drop(mm);
+        return mmi_fail(mm, rc, "%s", why);
+    }
     mmi_clear_error(mm);
     mmi_event(mm, MM_EV_CONNECTED, MM_OK, 0, "connected to %s (heartbeat %d s)", mm->uri_redacted,
               mm->heartbeat);

@@ -21,9 +21,14 @@
 struct event;
 struct mmi_chan;
 struct mmi_pending_event;
+struct mmi_req;
+struct mmi_reqs;
 
 #define MMI_ERRBUF 256
 #define MMI_PUMP_BUDGET 256 /* frames per read callback before yielding to the loop */
+#define MMI_NAME_MAX 128
+#define MMI_NAME_WILDCARD 1u /* "*" and "#" allowed as whole words (listen routes) */
+#define MMI_NAME_INTERNAL 2u /* "internal." names allowed (event targets) */
 
 /* The callback contract of a channel's owner. Every field may be NULL. */
 typedef struct mmi_content {
@@ -35,6 +40,8 @@ typedef struct mmi_content {
     amqp_bytes_t reply_text, exchange, routing_key, consumer_tag;
     const amqp_basic_properties_t *props; /* valid during the callback */
     amqp_bytes_t body;                    /* valid during the callback */
+    uint64_t body_size;                   /* as announced by the broker */
+    bool oversize; /* body_size > mm->max_body: the body was discarded, body is empty */
 } mmi_content_t;
 
 typedef struct mmi_chan_ops {
@@ -45,6 +52,8 @@ typedef struct mmi_chan_ops {
     /* The channel is gone: closed by the broker (code MM_ECHANNEL, text) or by the
      * connection's end (MM_EDISCONNECTED). Not called for mmi_chan_close(). */
     void (*on_closed)(mm_t *mm, uint16_t ch, int code, const char *text, void *ud);
+    /* The owner reports broker closes itself (a probe that may fail): no event. */
+    bool quiet;
 } mmi_chan_ops_t;
 
 typedef enum { MMI_IDLE, MMI_CONNECTED } mmi_state;
@@ -62,6 +71,9 @@ struct mmi_opts {
     uint32_t retry_budget_ms;
     uint32_t connect_timeout_ms;
     uint32_t rpc_timeout_ms;
+    int codec;
+    uint32_t max_body;
+    uint32_t request_timeout_ms;
 };
 
 struct mm {
@@ -93,7 +105,19 @@ struct mm {
     struct mmi_chan **chans;
     uint32_t nchans; /* capacity of chans, indexed by channel number */
     uint16_t channel_max;
-    uint32_t next_chan; /* last channel number handed out */
+    uint32_t next_chan;       /* last channel number handed out */
+    uint32_t chan_gen;        /* counts channel opens: a message remembers its channel's */
+    uint16_t last_close_code; /* reply code of the last channel.close from the broker */
+
+    /* messaging (lib/route.c, lib/publish.c, lib/request.c, lib/msg.c) */
+    struct mm_route *routes;
+    uint16_t pub_ch;       /* the publishing channel, 0 until first needed */
+    bool pub_exchange_ok;  /* x.pubSub declared on the publishing channel */
+    uint16_t reply_ch;     /* the reply queue's channel, 0 until the first request */
+    char *reply_queue;     /* q.replyQueue.<service>.<id> */
+    struct mmi_reqs *reqs; /* pending requests */
+    struct mm_msg *live;   /* messages kept past their callback (mm_msg_ref) */
+    bool syncing;          /* inside mm_request_sync's loop */
 
     /* frames read during a synchronous method that were not its reply */
     amqp_frame_t *backlog;
@@ -125,12 +149,19 @@ int mmi_err_from_status(int amqp_status);
 int mmi_err_from_reply(amqp_rpc_reply_t r, char *text, size_t len);
 int mmi_err_from_close(uint16_t reply_code);
 
+/* ---- names (lib/names.c) ---- */
+int mmi_check_name(mm_t *mm, const char *what, const char *s, unsigned flags);
+
 /* ---- instance (lib/mm.c) ---- */
+void mmi_instance_destroy(mm_t *mm);
 void mmi_enter(mm_t *mm);
 bool mmi_leave(mm_t *mm); /* false when mm was freed: touch nothing */
 bool mmi_alive(const mm_t *mm);
 void mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+void mmi_msg_event(mm_t *mm, mm_event_type type, int code, const char *route,
+                   const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 void mmi_deferred_kick(mm_t *mm);
 void mmi_events_flush(mm_t *mm);
 void mmi_events_drop(mm_t *mm);
@@ -163,6 +194,7 @@ void mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t
 void mmi_chans_fail_all(mm_t *mm, int code, const char *text);
 void mmi_chans_free(mm_t *mm);
 bool mmi_chan_busy(const mm_t *mm, uint16_t ch);
+uint32_t mmi_chan_gen(const mm_t *mm, uint16_t ch); /* 0 when not open */
 
 int mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req,
             amqp_method_number_t reply_id, void **ret_reply);
@@ -173,7 +205,15 @@ int mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req,
 #define MMI_Q_PASSIVE 8u
 int mmi_queue_declare(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
                       const amqp_table_t *args, uint32_t *ret_count);
+int mmi_queue_declare_full(mm_t *mm, uint16_t ch, const char *name, unsigned flags,
+                           const amqp_table_t *args, uint32_t *ret_count, uint32_t *ret_consumers);
 int mmi_queue_delete(mm_t *mm, uint16_t ch, const char *name);
+int mmi_queue_delete_if(mm_t *mm, uint16_t ch, const char *name, bool if_unused, bool if_empty);
+int mmi_queue_bind(mm_t *mm, uint16_t ch, const char *queue, const char *exchange, const char *key);
+int mmi_queue_unbind(mm_t *mm, uint16_t ch, const char *queue, const char *exchange,
+                     const char *key);
+int mmi_exchange_declare(mm_t *mm, uint16_t ch, const char *name, const char *type, bool durable);
+int mmi_basic_cancel(mm_t *mm, uint16_t ch, const char *tag);
 int mmi_basic_qos(mm_t *mm, uint16_t ch, uint16_t prefetch);
 int mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
                       char *ret_tag, size_t tag_len);
@@ -184,5 +224,15 @@ int mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing
 
 /* Monotonic clock in milliseconds. */
 uint64_t mmi_now_ms(void);
+/* Wall clock in milliseconds since the epoch (iat/eat on the wire). */
+int64_t mmi_wall_ms(void);
+
+/* ---- messaging hooks (lib/route.c, lib/request.c, lib/msg.c, lib/publish.c) ---- */
+int mmi_routes_declare_all(mm_t *mm); /* after connecting */
+void mmi_routes_free(mm_t *mm);
+void mmi_requests_fail_all(mm_t *mm, int code);
+void mmi_requests_free(mm_t *mm);
+void mmi_msgs_detach(mm_t *mm); /* messages kept by the user outlive mm */
+void mmi_publish_forget(mm_t *mm);
 
 #endif

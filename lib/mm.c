@@ -18,10 +18,9 @@ struct mmi_pending_event {
     mm_event_type type;
     int code;
     uint16_t channel;
+    char *route, *request_id; /* point into text[] after the text, or NULL */
     char text[];
 };
-
-#define MMI_NAME_MAX 128
 
 int
 mm_version(void)
@@ -35,6 +34,14 @@ mmi_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+int64_t
+mmi_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int
@@ -55,33 +62,6 @@ stderr_log(int level, const char *text, void *ud)
                                   [MM_LOG_DEBUG] = "debug"};
     const char *name = level >= 0 && level <= MM_LOG_DEBUG && names[level] ? names[level] : "log";
     fprintf(stderr, "micromsg[%s] %s: %s\n", (const char *) ud, name, text);
-}
-
-static bool
-name_char_ok(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '.' || ch == '_' || ch == '-' || ch == ':';
-}
-
-static int
-check_service_name(mm_t *mm, const char *s)
-{
-    if (s == NULL || *s == '\0')
-        return mmi_fail(mm, MM_ENAME, "service name is empty");
-    size_t n = strlen(s);
-    if (n > MMI_NAME_MAX)
-        return mmi_fail(mm, MM_ENAME, "service name is %zu characters (max %d)", n, MMI_NAME_MAX);
-    for (size_t i = 0; i < n; i++)
-        if (!name_char_ok(s[i]))
-            return mmi_fail(mm, MM_ENAME,
-                            "service name has '%c' at %zu (allowed: A-Z a-z 0-9 . _ - :)",
-                            s[i] > 32 && s[i] < 127 ? s[i] : '?', i);
-    if (s[0] == '.' || s[n - 1] == '.' || strstr(s, "..") != NULL)
-        return mmi_fail(mm, MM_ENAME, "service name '%s' has an empty dot-separated part", s);
-    if (strcmp(s, "internal") == 0 || strncmp(s, "internal.", 9) == 0)
-        return mmi_fail(mm, MM_ENAME, "service name '%s' is reserved (internal.*)", s);
-    return MM_OK;
 }
 
 static int
@@ -105,7 +85,13 @@ copy_opts(mm_t *mm, const mm_opts_t *src)
         .retry_budget_ms = o.retry_budget_ms ? o.retry_budget_ms : 30000,
         .connect_timeout_ms = o.connect_timeout_ms ? o.connect_timeout_ms : 5000,
         .rpc_timeout_ms = o.rpc_timeout_ms ? o.rpc_timeout_ms : 10000,
+        .codec = o.codec,
+        .max_body = o.max_body ? o.max_body : 16u << 20,
+        .request_timeout_ms = o.request_timeout_ms ? o.request_timeout_ms : 120000,
     };
+    if (o.codec != MM_CODEC_MSGPACK && o.codec != MM_CODEC_JSON)
+        return mmi_fail(mm, MM_EINVAL, "unknown codec %d (MM_CODEC_MSGPACK or MM_CODEC_JSON)",
+                        o.codec);
     mm->base = o.base;
     if (o.uri != NULL && (mm->opts.uri = strdup(o.uri)) == NULL)
         return MM_ENOMEM;
@@ -139,8 +125,6 @@ setup_loop(mm_t *mm)
     return mm->ev_deferred ? MM_OK : MM_ENOMEM;
 }
 
-static void instance_destroy(mm_t *mm);
-
 mm_t *
 mm_new(const char *service, const mm_opts_t *opts)
 {
@@ -149,14 +133,14 @@ mm_new(const char *service, const mm_opts_t *opts)
         return NULL;
     int rc = copy_opts(mm, opts);
     if (rc == MM_OK)
-        rc = check_service_name(mm, service);
+        rc = mmi_check_name(mm, "service name", service, 0);
     if (rc == MM_OK && (mm->service = strdup(service)) == NULL)
         rc = MM_ENOMEM;
     setup_logging(mm);
     if (rc != MM_ENOMEM && setup_loop(mm) != MM_OK)
         rc = MM_ENOMEM;
     if (rc == MM_ENOMEM) {
-        instance_destroy(mm);
+        mmi_instance_destroy(mm);
         return NULL;
     }
     mmi_make_id(mm->id);
@@ -191,10 +175,10 @@ mmi_leave(mm_t *mm)
     mm->cb_depth--;
     if (mm->cb_depth > 0 || !mm->free_pending)
         return true;
-    if (mm->running)
+    if (mm->running || mm->syncing)
         event_base_loopbreak(mm->base); /* mm_run frees it once its loop has returned */
     else
-        instance_destroy(mm);
+        mmi_instance_destroy(mm);
     return false;
 }
 
@@ -210,11 +194,42 @@ static const char *
 event_name(mm_event_type t)
 {
     static const char *names[] = {
-        [MM_EV_CONNECTED] = "connected",         [MM_EV_DISCONNECTED] = "disconnected",
-        [MM_EV_CHANNEL_ERROR] = "channel error", [MM_EV_BLOCKED] = "blocked",
-        [MM_EV_UNBLOCKED] = "unblocked",         [MM_EV_ERROR] = "error",
+        [MM_EV_CONNECTED] = "connected",
+        [MM_EV_DISCONNECTED] = "disconnected",
+        [MM_EV_CHANNEL_ERROR] = "channel error",
+        [MM_EV_BLOCKED] = "blocked",
+        [MM_EV_UNBLOCKED] = "unblocked",
+        [MM_EV_ERROR] = "error",
+        [MM_EV_EXPIRED] = "expired",
+        [MM_EV_UNHANDLED] = "unhandled",
+        [MM_EV_UNROUTABLE] = "unroutable",
     };
-    return t > 0 && t <= MM_EV_ERROR ? names[t] : "event";
+    return t > 0 && t <= MM_EV_UNROUTABLE ? names[t] : "event";
+}
+
+static void
+event_queue(mm_t *mm, struct mmi_pending_event *proto, const char *text)
+{
+    const char *route = proto->route, *rid = proto->request_id;
+    size_t tl = strlen(text) + 1, rl = route ? strlen(route) + 1 : 0,
+           il = rid ? strlen(rid) + 1 : 0;
+    mmi_log(mm, proto->code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "%s: %s%s%s",
+            event_name(proto->type), proto->code == MM_OK ? "" : mm_err_name(proto->code),
+            proto->code == MM_OK ? "" : " ", text);
+    struct mmi_pending_event *e = malloc(sizeof *e + tl + rl + il);
+    if (e == NULL)
+        return; /* logged above; an event is not worth failing the caller for */
+    *e = *proto;
+    e->next = NULL;
+    memcpy(e->text, text, tl);
+    e->route = route ? memcpy(e->text + tl, route, rl) : NULL;
+    e->request_id = rid ? memcpy(e->text + tl + rl, rid, il) : NULL;
+    if (mm->ev_tail)
+        mm->ev_tail->next = e;
+    else
+        mm->ev_head = e;
+    mm->ev_tail = e;
+    mmi_deferred_kick(mm);
 }
 
 void
@@ -225,19 +240,22 @@ mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    mmi_log(mm, code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "%s: %s%s%s", event_name(type),
-            code == MM_OK ? "" : mm_err_name(code), code == MM_OK ? "" : " ", text);
-    struct mmi_pending_event *e = malloc(sizeof *e + strlen(text) + 1);
-    if (e == NULL)
-        return; /* logged above; an event is not worth failing the caller for */
-    *e = (struct mmi_pending_event){.type = type, .code = code, .channel = ch};
-    strcpy(e->text, text);
-    if (mm->ev_tail)
-        mm->ev_tail->next = e;
-    else
-        mm->ev_head = e;
-    mm->ev_tail = e;
-    mmi_deferred_kick(mm);
+    struct mmi_pending_event proto = {.type = type, .code = code, .channel = ch};
+    event_queue(mm, &proto, text);
+}
+
+void
+mmi_msg_event(mm_t *mm, mm_event_type type, int code, const char *route, const char *request_id,
+              const char *fmt, ...)
+{
+    char text[MMI_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    struct mmi_pending_event proto = {
+        .type = type, .code = code, .route = (char *) route, .request_id = (char *) request_id};
+    event_queue(mm, &proto, text);
 }
 
 void
@@ -257,8 +275,12 @@ mmi_events_flush(mm_t *mm)
         if (mm->ev_head == NULL)
             mm->ev_tail = NULL;
         if (mm->opts.on_event != NULL) {
-            mm_event_t ev = {
-                .type = e->type, .code = e->code, .text = e->text, .channel = e->channel};
+            mm_event_t ev = {.type = e->type,
+                             .code = e->code,
+                             .text = e->text,
+                             .channel = e->channel,
+                             .route = e->route,
+                             .request_id = e->request_id};
             mm->opts.on_event(mm, &ev, mm->opts.event_ud);
         }
         free(e);
@@ -315,7 +337,7 @@ mm_run(mm_t *mm)
     event_base_dispatch(mm->base);
     mm->running = false;
     if (mm->free_pending) {
-        instance_destroy(mm); /* a callback called mm_free() */
+        mmi_instance_destroy(mm); /* a callback called mm_free() */
         return MM_ECLOSED;
     }
     if (mm->run_result != MM_OK)
@@ -330,12 +352,17 @@ mm_stop(mm_t *mm)
         event_base_loopbreak(mm->base);
 }
 
-static void
-instance_destroy(mm_t *mm)
+void
+mmi_instance_destroy(mm_t *mm)
 {
+    mmi_requests_fail_all(mm, MM_ECLOSED);
+    mmi_msgs_detach(mm);
     if (mm->state == MMI_CONNECTED)
         mmi_conn_close(mm);
     mmi_conn_reap(mm);
+    mmi_routes_free(mm);
+    mmi_requests_free(mm);
+    mmi_publish_forget(mm);
     mmi_chans_free(mm);
     mmi_events_drop(mm);
     if (mm->ev_deferred != NULL)
@@ -361,7 +388,7 @@ mm_free(mm_t *mm)
         mm_stop(mm);
         return;
     }
-    instance_destroy(mm);
+    mmi_instance_destroy(mm);
 }
 
 /* ---- getters ---- */

@@ -1,0 +1,204 @@
+/*
+ * Deliveries on a route's channel -> messages -> the route's handler. The
+ * delivery is classified as the protocol says (PROTOCOL.md section 2), its
+ * __mms and body decoded; bad input is rejected (nack without requeue: dead-
+ * lettered where configured), reported by an event, and a requester is told
+ * with an error answer, so nothing is lost silently. After the handler: an
+ * event is acked; a request or task the handler neither settled nor kept
+ * is answered/rejected for it, with an event.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "headers.h"
+#include "msg.h"
+#include "route.h"
+#include "wire.h"
+
+static bool
+has(const amqp_basic_properties_t *p, amqp_flags_t flag)
+{
+    return p != NULL && (p->_flags & flag) != 0;
+}
+
+static mm_msg_kind
+classify(const mmi_content_t *c, const mmi_mms_t *mms)
+{
+    if (c->exchange.len > 0)
+        return MM_MSG_EVENT;
+    if (mms->is_task)
+        return MM_MSG_TASK;
+    if (has(c->props, AMQP_BASIC_CORRELATION_ID_FLAG) && has(c->props, AMQP_BASIC_REPLY_TO_FLAG))
+        return MM_MSG_REQUEST;
+    return 0;
+}
+
+/* The properties a reply needs, copied first so that even bad input can be answered. */
+static int
+msg_ids(mm_msg_t *msg, const mmi_content_t *c)
+{
+    const amqp_basic_properties_t *p = c->props;
+    if (has(p, AMQP_BASIC_REPLY_TO_FLAG))
+        msg->reply_to = mmi_msg_str(msg, p->reply_to.bytes, p->reply_to.len);
+    if (has(p, AMQP_BASIC_CORRELATION_ID_FLAG))
+        msg->correlation_id = mmi_msg_str(msg, p->correlation_id.bytes, p->correlation_id.len);
+    amqp_bytes_t rid = has(p, AMQP_BASIC_HEADERS_FLAG) ? mmi_header_str(&p->headers, "idRequest")
+                                                       : (amqp_bytes_t){0, NULL};
+    msg->request_id = mmi_msg_str(msg, rid.bytes, rid.len);
+    msg->route = mmi_msg_str(msg, c->routing_key.bytes, c->routing_key.len);
+    bool ok = msg->reply_to && msg->correlation_id && msg->request_id && msg->route;
+    return ok ? MM_OK : MM_ENOMEM;
+}
+
+/* Deadline on our monotonic clock: the absolute eat, or eat - iat from now when
+ * the clocks disagree so that it would be longer (PROTOCOL.md 4.6). */
+static void
+msg_deadline(mm_msg_t *msg, const mmi_mms_t *mms)
+{
+    if (msg->kind != MM_MSG_REQUEST || !mms->has_iat || !mms->has_eat || mms->eat <= mms->iat)
+        return;
+    int64_t left = mms->eat - mmi_wall_ms();
+    if (mms->eat - mms->iat < left)
+        left = mms->eat - mms->iat;
+    msg->deadline_ms = (int64_t) mmi_now_ms() + (left > 0 ? left : 0);
+    if (left <= 0)
+        msg->expired = true;
+}
+
+static int
+msg_content(mm_t *mm, mm_msg_t *msg, const mmi_content_t *c, const mmi_mms_t *mms, char *err,
+            size_t errlen)
+{
+    if (mms->route.len > 0 && msg->kind != MM_MSG_EVENT)
+        msg->route = mmi_msg_str(msg, mms->route.bytes, mms->route.len);
+    const amqp_table_t *t = has(c->props, AMQP_BASIC_HEADERS_FLAG) ? &c->props->headers : NULL;
+    if (msg->route == NULL || mmi_headers_to_msgpack(t, &msg->zone, &msg->headers) != MM_OK)
+        return MM_ENOMEM;
+    mmi_wire_in_t in;
+    int rc = mmi_wire_decode(mm, c, &in, err, errlen);
+    msg->reply_codec = mmi_wire_reply_codec(mm, in.ctype);
+    if (rc == MM_OK) {
+        rc = mmi_msg_set_body(msg, in.data, in.len, in.borrowed, &in.buf);
+        if (rc == MM_EDECODE)
+            snprintf(err, errlen, "body is not valid msgpack");
+    }
+    mmi_wire_in_free(&in);
+    msg_deadline(msg, mms);
+    return rc;
+}
+
+static int
+build_msg(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t **ret, char *err,
+          size_t errlen)
+{
+    mmi_mms_t mms;
+    const amqp_table_t *t = has(c->props, AMQP_BASIC_HEADERS_FLAG) ? &c->props->headers : NULL;
+    int mms_rc = mmi_mms_parse(t, &mms, err, errlen);
+    mm_msg_kind kind = classify(c, &mms);
+    mm_msg_t *msg = mmi_msg_new(mm, kind ? kind : MM_MSG_TASK);
+    if (msg == NULL)
+        return MM_ENOMEM;
+    *ret = msg;
+    mmi_msg_live_add(mm, msg);
+    msg->ch = c->channel;
+    msg->gen = mmi_chan_gen(mm, c->channel);
+    msg->tag = c->delivery_tag;
+    msg->no_ack = r->no_ack;
+    msg->redelivered = c->redelivered;
+    msg->wire_size = (size_t) c->body_size;
+    msg->reply_codec = mm->opts.codec;
+    if (msg_ids(msg, c) != MM_OK)
+        return MM_ENOMEM;
+    if (mms_rc != MM_OK)
+        return mms_rc;
+    if (kind == 0) {
+        snprintf(err, errlen,
+                 "neither an event, a request (correlation id and reply-to) nor a task");
+        return MM_EDECODE;
+    }
+    return msg_content(mm, msg, c, &mms, err, errlen);
+}
+
+/* Reject without requeue, and tell a requester (it would otherwise wait for its timeout). */
+static void
+refuse(mm_msg_t *msg, const char *code, const char *text)
+{
+    if (!msg->no_ack && !msg->acked)
+        mmi_msg_nack(msg, false);
+    if (msg->kind == MM_MSG_REQUEST && msg->reply_to[0] != '\0')
+        mm_msg_reject(msg, code, text);
+}
+
+static void
+bad_input(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, int code,
+          const char *err)
+{
+    mmi_msg_event(mm, MM_EV_ERROR, code, r->name,
+                  msg && msg->request_id[0] ? msg->request_id : NULL,
+                  "message on '%s' rejected: %s", r->name, err[0] ? err : mm_strerror(code));
+    if (msg != NULL) {
+        refuse(msg, code == MM_ETOOBIG ? "tooBig" : "badRequest", err);
+    } else if (!r->no_ack) {
+        mmi_basic_nack(mm, c->channel, c->delivery_tag, false, false);
+    }
+}
+
+static bool
+route_matches(const struct mm_route *r, const mm_msg_t *msg)
+{
+    if (r->type == MMI_ROUTE_LISTEN)
+        return msg->kind == MM_MSG_EVENT;
+    return msg->kind != MM_MSG_EVENT && strcmp(msg->route, r->name) == 0;
+}
+
+static void
+unhandled(mm_t *mm, struct mm_route *r, mm_msg_t *msg)
+{
+    mmi_msg_event(mm, MM_EV_UNHANDLED, MM_ENOENT, msg->route,
+                  msg->request_id[0] ? msg->request_id : NULL,
+                  "no handler for '%s' (message arrived on queue %s)", msg->route, r->queue);
+    refuse(msg, "notHandled", "no handler for this route");
+}
+
+static void
+after_handler(mm_t *mm, mm_msg_t *msg)
+{
+    if (msg->kind == MM_MSG_EVENT) {
+        mmi_msg_ack(msg);
+        return;
+    }
+    if (msg->answered || msg->acked)
+        return;
+    if (msg->refs > 1) {
+        mmi_msg_arm_expiry(msg); /* kept to settle later */
+        return;
+    }
+    mmi_msg_event(mm, MM_EV_ERROR, MM_ESTATE, msg->route,
+                  msg->request_id[0] ? msg->request_id : NULL,
+                  "the handler of '%s' returned without settling the %s nor keeping it", msg->route,
+                  msg->kind == MM_MSG_TASK ? "task" : "request");
+    refuse(msg, "notHandled", "the handler returned without answering");
+}
+
+void
+mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
+{
+    char err[MMI_ERRBUF] = "";
+    mm_msg_t *msg = NULL;
+    int rc = build_msg(mm, r, c, &msg, err, sizeof err);
+    if (rc != MM_OK) {
+        bad_input(mm, r, c, msg, rc, err);
+    } else if (!route_matches(r, msg)) {
+        unhandled(mm, r, msg);
+    } else if (msg->expired) {
+        mmi_msg_ack(msg);
+        mmi_msg_event(mm, MM_EV_EXPIRED, MM_ETIMEDOUT, msg->route,
+                      msg->request_id[0] ? msg->request_id : NULL,
+                      "request on '%s' arrived past its deadline: acked, not handled", msg->route);
+    } else {
+        mm_msg_fn fn = r->fn; /* the handler may stop the route: r is not touched after */
+        fn(msg, r->ud);
+        after_handler(mm, msg);
+    }
+    mm_msg_unref(msg);
+}

@@ -1,0 +1,73 @@
+/*
+ * mm_msg_t as the core sees it: the message struct shared by the route
+ * dispatch (lib/dispatch.c), the settle operations (lib/msg.c, lib/answer.c)
+ * and the request table (lib/request.c).
+ */
+#ifndef MM_MSG_H
+#define MM_MSG_H
+
+#include "codec.h"
+#include "internal.h"
+
+struct mm_msg {
+    int refs;
+    mm_t *mm; /* NULL for answers, and once the instance is freed */
+    mm_msg_kind kind;
+    struct mm_msg *live_prev, *live_next; /* mm->live: messages that may outlive mm */
+    bool live;
+
+    /* where it came from and how it is settled (requests, tasks, events) */
+    uint16_t ch;
+    uint32_t gen;
+    uint64_t tag;
+    bool no_ack;
+    bool acked;     /* ack or nack sent (or no_ack) */
+    bool answered;  /* a final answer went out */
+    bool streaming; /* parts were written */
+    bool expired;
+    uint32_t seq;        /* next answer sequence number */
+    int reply_codec;     /* MM_CODEC_* of the requester */
+    int64_t deadline_ms; /* monotonic ms past which the answer is pointless; 0: none */
+    struct event *expiry;
+
+    const char *reply_to, *correlation_id, *request_id, *route; /* "" when absent */
+
+    /* answers */
+    int status;
+    const char *err_code, *err_text;
+    bool final;
+    int64_t sequence; /* a stream part's sequence number, -1 when none */
+    bool is_stream, is_end;
+    struct mm_msg **parts; /* a collected stream: the parts before the end message, in order */
+    size_t nparts;
+    bool collected; /* mm_msg_part_count() = nparts + 1: the end message is the last part */
+
+    /* body and headers (the zone owns the objects and the copied strings) */
+    msgpack_zone zone;
+    msgpack_object body, headers;
+    const char *raw;
+    size_t raw_len;
+    bool raw_borrowed; /* raw points into the delivery: copied by mm_msg_ref() */
+    mmi_buf_t own;
+    size_t wire_size;
+    bool redelivered;
+};
+
+mm_msg_t *mmi_msg_new(mm_t *mm, mm_msg_kind kind);
+const char *mmi_msg_str(mm_msg_t *msg, const void *p, size_t n); /* zone copy, NUL-ended */
+/* Take the body: msgpack bytes (borrowed from the delivery, or owned in `own`, which is moved). */
+int mmi_msg_set_body(mm_msg_t *msg, const char *data, size_t len, bool borrowed, mmi_buf_t *own);
+void mmi_msg_live_add(mm_t *mm, mm_msg_t *msg);
+void mmi_msg_arm_expiry(mm_msg_t *msg);
+int mmi_msg_ack(mm_msg_t *msg);
+int mmi_msg_nack(mm_msg_t *msg, bool requeue);
+
+/* lib/answer.c: send an answer to a request (reply, part, end, error). */
+#define MMI_ANS_ERROR 1u
+#define MMI_ANS_END 2u
+#define MMI_ANS_STREAM 4u
+int mmi_answer_send(mm_msg_t *msg, unsigned flags, const void *body, size_t len);
+/* The protocol's error object, as msgpack bytes appended to `out`. */
+int mmi_error_body(mmi_buf_t *out, const char *code, const char *text);
+
+#endif

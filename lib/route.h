@@ -1,0 +1,34 @@
+/*
+ * Routes: a handler (requests and tasks of q.requests.<service>.<route>) or
+ * a listener (events bound on x.pubSub with <target>.<route>), each with its
+ * own channel, prefetch and consumer.
+ */
+#ifndef MM_ROUTE_H
+#define MM_ROUTE_H
+
+#include "internal.h"
+
+typedef enum { MMI_ROUTE_HANDLE, MMI_ROUTE_LISTEN } mmi_route_type;
+
+#define MMI_DEFAULT_PREFETCH 64
+
+struct mm_route {
+    mm_t *mm;
+    struct mm_route *next;
+    mmi_route_type type;
+    char *name;   /* the route */
+    char *target; /* listen: the target; handle: the service */
+    char *queue;
+    char *key; /* listen: the binding key <target>.<route> */
+    mm_msg_fn fn;
+    void *ud;
+    uint16_t prefetch;
+    bool no_ack; /* internal targets are consumed without acks (PROTOCOL.md 5) */
+    uint16_t ch;
+    char ctag[128];
+};
+
+/* lib/dispatch.c: a delivery on a route's channel. */
+void mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * Fire-and-forget sends: tasks (to a service's request queue, mandatory, so
+ * a task nobody handles comes back as an MM_EV_UNROUTABLE event) and events
+ * (to x.pubSub with the routing key <target>.<route>). PROTOCOL.md 2 and 5.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "publish.h"
+
+static int
+load_opts(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o)
+{
+    *o = (mm_send_opts_t) MM_SEND_OPTS_INIT;
+    if (opts == NULL)
+        return MM_OK;
+    if (opts->size < offsetof(mm_send_opts_t, request_id) + sizeof(char *))
+        return mmi_fail(mm, MM_EINVAL, "send options not set up with MM_SEND_OPTS_INIT");
+    memcpy(o, opts, opts->size < sizeof *o ? opts->size : sizeof *o);
+    return MM_OK;
+}
+
+static int
+send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_id, mmi_pub_t *p,
+         const void *body, size_t len)
+{
+    char err[160] = "";
+    mmi_wire_out_t w;
+    int rc = mmi_wire_encode(mm, mm->opts.codec, body, len, &w);
+    if (rc == MM_OK) {
+        rc = mmi_hdrs_finish(h, request_id, o->headers, o->headers_len, err, sizeof err);
+        if (rc != MM_OK)
+            rc = mmi_fail(mm, rc, "headers: %s", err);
+    }
+    if (rc == MM_OK) {
+        p->hdrs = h;
+        p->body = &w;
+        rc = mmi_pub_send(mm, p);
+    }
+    mmi_hdrs_fini(h);
+    mmi_wire_out_free(&w);
+    return rc;
+}
+
+static int
+check_send(mm_t *mm, const char *what, const char *name, unsigned flags, const char *route)
+{
+    int rc = mmi_check_usable(mm);
+    if (rc == MM_OK)
+        rc = mmi_check_name(mm, what, name, flags);
+    if (rc == MM_OK)
+        rc = mmi_check_name(mm, "route", route, 0);
+    if (rc == MM_OK && mm->state != MMI_CONNECTED)
+        rc = mmi_fail(mm, MM_ENOTCONN, "not connected");
+    return rc;
+}
+
+int
+mm_task(mm_t *mm, const char *service, const char *route, const void *body, size_t len,
+        const mm_send_opts_t *opts)
+{
+    if (mm == NULL)
+        return MM_EINVAL;
+    mm_send_opts_t o;
+    int rc = load_opts(mm, opts, &o);
+    if (rc == MM_OK)
+        rc = check_send(mm, "service name", service, 0, route);
+    if (rc != MM_OK)
+        return rc;
+    char rid[37], queue[2 * MMI_NAME_MAX + 16];
+    if (o.request_id == NULL)
+        mmi_make_id(rid);
+    snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
+    mmi_hdrs_t h;
+    mmi_hdrs_init(&h);
+    mmi_hdrs_mms_str(&h, "route", route);
+    mmi_hdrs_mms_bool(&h, "isTask", true);
+    mmi_hdrs_mms_int(&h, "iat", mmi_wall_ms());
+    mmi_pub_t p = {.exchange = "", .routing_key = queue, .mandatory = true};
+    return send_one(mm, &h, &o, o.request_id ? o.request_id : rid, &p, body, len);
+}
+
+int
+mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_t len,
+        const mm_send_opts_t *opts)
+{
+    if (mm == NULL)
+        return MM_EINVAL;
+    mm_send_opts_t o;
+    int rc = load_opts(mm, opts, &o);
+    if (rc == MM_OK)
+        rc = check_send(mm, "target", target ? target : mm->service, MMI_NAME_INTERNAL, route);
+    if (rc != MM_OK)
+        return rc;
+    char key[2 * MMI_NAME_MAX + 2];
+    snprintf(key, sizeof key, "%s.%s", target ? target : mm->service, route);
+    mmi_hdrs_t h;
+    mmi_hdrs_init(&h); /* an event's __mms is an empty table */
+    mmi_pub_t p = {.exchange = MMI_PUBSUB, .routing_key = key};
+    return send_one(mm, &h, &o, NULL, &p, body, len);
+}

@@ -1,0 +1,165 @@
+/*
+ * Settling a received message: the public reply/reject/write/end/ack/nack
+ * and the ack bookkeeping under them. The broker's delivery is acked (or
+ * nacked) exactly once, on the channel it came from; if that channel is
+ * gone, the broker redelivers the message and settling reports it.
+ */
+#include "msg.h"
+
+/* The message can still be acted on: the instance lives and the kind fits. */
+static int
+check_request(mm_msg_t *msg, const char *what)
+{
+    mm_t *mm = msg->mm;
+    if (mm == NULL)
+        return msg->kind == MM_MSG_ANSWER ? MM_ESTATE : MM_ECLOSED;
+    if (msg->kind == MM_MSG_EVENT || msg->kind == MM_MSG_ANSWER)
+        return mmi_fail(mm, MM_ESTATE, "%s: the message is %s, not a request", what,
+                        msg->kind == MM_MSG_EVENT ? "an event" : "an answer");
+    if (msg->expired)
+        return mmi_fail(mm, MM_ETIMEDOUT, "%s: the request on '%s' expired; nothing sent", what,
+                        msg->route);
+    if (msg->answered)
+        return mmi_fail(mm, MM_ESTATE, "%s: the request on '%s' was already answered", what,
+                        msg->route);
+    return MM_OK;
+}
+
+int
+mmi_msg_ack(mm_msg_t *msg)
+{
+    if (msg->acked || msg->no_ack)
+        return MM_OK;
+    mm_t *mm = msg->mm;
+    if (mm == NULL)
+        return MM_ECLOSED;
+    if (mmi_chan_gen(mm, msg->ch) != msg->gen)
+        return mmi_fail(mm, MM_ECHANNEL,
+                        "the channel of route '%s' closed: the broker redelivers the message",
+                        msg->route);
+    int rc = mmi_basic_ack(mm, msg->ch, msg->tag, false);
+    if (rc == MM_OK)
+        msg->acked = true;
+    return rc;
+}
+
+int
+mmi_msg_nack(mm_msg_t *msg, bool requeue)
+{
+    mm_t *mm = msg->mm;
+    if (mm == NULL)
+        return MM_ECLOSED;
+    if (msg->acked || msg->no_ack)
+        return mmi_fail(mm, MM_ESTATE, "the message on '%s' was already settled", msg->route);
+    if (mmi_chan_gen(mm, msg->ch) != msg->gen)
+        return mmi_fail(mm, MM_ECHANNEL,
+                        "the channel of route '%s' closed: the broker redelivers the message",
+                        msg->route);
+    int rc = mmi_basic_nack(mm, msg->ch, msg->tag, false, requeue);
+    if (rc == MM_OK)
+        msg->acked = true;
+    return rc;
+}
+
+int
+mm_msg_reply(mm_msg_t *msg, const void *body, size_t len)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    int rc = check_request(msg, "mm_msg_reply");
+    if (rc != MM_OK)
+        return rc;
+    if (msg->kind == MM_MSG_TASK) { /* a task's reply only acks it (PROTOCOL.md 5) */
+        msg->answered = true;
+        return mmi_msg_ack(msg);
+    }
+    if (msg->streaming)
+        return mmi_fail(msg->mm, MM_ESTATE,
+                        "mm_msg_reply: the answer is a stream, end it with mm_msg_end");
+    return mmi_answer_send(msg, MMI_ANS_END, body, len);
+}
+
+int
+mm_msg_reject(mm_msg_t *msg, const char *code, const char *text)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    int rc = check_request(msg, "mm_msg_reject");
+    if (rc != MM_OK)
+        return rc;
+    if (msg->kind == MM_MSG_TASK) {
+        rc = mmi_msg_nack(msg, false);
+        if (rc == MM_OK)
+            msg->answered = true;
+        return rc;
+    }
+    mmi_buf_t b = {0};
+    rc = mmi_error_body(&b, code ? code : "error", text ? text : "");
+    if (rc == MM_OK)
+        rc = mmi_answer_send(msg,
+                             MMI_ANS_ERROR | MMI_ANS_END | (msg->streaming ? MMI_ANS_STREAM : 0),
+                             b.data, b.len);
+    else
+        rc = mmi_fail(msg->mm, rc, "out of memory");
+    mmi_buf_free(&b);
+    return rc;
+}
+
+int
+mm_msg_write(mm_msg_t *msg, const void *body, size_t len)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    int rc = check_request(msg, "mm_msg_write");
+    if (rc != MM_OK)
+        return rc;
+    if (msg->kind == MM_MSG_TASK)
+        return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_write: a task takes no streamed answer");
+    rc = mmi_answer_send(msg, MMI_ANS_STREAM, body, len);
+    if (rc == MM_OK)
+        msg->streaming = true;
+    return rc;
+}
+
+int
+mm_msg_end(mm_msg_t *msg, const void *body, size_t len)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    int rc = check_request(msg, "mm_msg_end");
+    if (rc != MM_OK)
+        return rc;
+    if (msg->kind == MM_MSG_TASK)
+        return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_end: a task takes no streamed answer");
+    return mmi_answer_send(msg, MMI_ANS_STREAM | MMI_ANS_END, body, len);
+}
+
+int
+mm_msg_ack(mm_msg_t *msg)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    if (msg->kind == MM_MSG_ANSWER)
+        return MM_ESTATE;
+    if (msg->mm == NULL)
+        return MM_ECLOSED;
+    int rc = mmi_msg_ack(msg);
+    if (rc == MM_OK && msg->kind == MM_MSG_TASK)
+        msg->answered = true;
+    return rc;
+}
+
+int
+mm_msg_nack(mm_msg_t *msg, int requeue)
+{
+    if (msg == NULL)
+        return MM_EINVAL;
+    if (msg->kind == MM_MSG_ANSWER)
+        return MM_ESTATE;
+    if (msg->mm == NULL)
+        return MM_ECLOSED;
+    int rc = mmi_msg_nack(msg, requeue != 0);
+    if (rc == MM_OK && msg->kind != MM_MSG_EVENT)
+        msg->answered = true;
+    return rc;
+}
