@@ -79,6 +79,7 @@ struct mmi_opts {
 struct mm {
     char *service;
     char id[37];
+    uint64_t rng[4]; /* id generator state (lib/ids.c) */
     struct mmi_opts opts;
     struct event_base *base;
     bool own_base;
@@ -166,7 +167,8 @@ void mmi_deferred_kick(mm_t *mm);
 void mmi_events_flush(mm_t *mm);
 void mmi_events_drop(mm_t *mm);
 int mmi_check_usable(mm_t *mm);
-int mmi_make_id(char out[37]);
+void mmi_ids_seed(mm_t *mm);
+void mmi_make_id(mm_t *mm, char out[37]); /* a random UUID v4 */
 
 /* ---- connection (lib/conn.c) ---- */
 const char *mmi_resolve_uri(const mm_t *mm, const char *uri);

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <uuid/uuid.h>
 
 #include "internal.h"
 
@@ -42,15 +41,6 @@ mmi_wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int
-mmi_make_id(char out[37])
-{
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, out);
-    return MM_OK;
 }
 
 static void
@@ -143,7 +133,8 @@ mm_new(const char *service, const mm_opts_t *opts)
         mmi_instance_destroy(mm);
         return NULL;
     }
-    mmi_make_id(mm->id);
+    mmi_ids_seed(mm);
+    mmi_make_id(mm, mm->id);
     /* Invalid arguments leave a failed instance whose calls all return rc. */
     mm->init_code = rc;
     mmi_log(mm, MM_LOG_DEBUG, "instance %s of '%s' created", mm->id, mm_service(mm));

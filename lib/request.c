@@ -533,7 +533,7 @@ req_new(mm_t *mm, const char *service, const char *route, const mm_request_opts_
     *q = (struct mmi_req){
         .mm = mm, .id = ++mm->reqs->next_id, .fn = fn, .ud = ud, .flags = o->flags, .end_seq = -1};
     q->timeout_ms = o->timeout_ms == 0 ? (int64_t) mm->opts.request_timeout_ms : o->timeout_ms;
-    mmi_make_id(q->corr);
+    mmi_make_id(mm, q->corr);
     snprintf(q->target, sizeof q->target, "%s.%s", service, route);
     if (q->timeout_ms > 0 && (q->timer = evtimer_new(mm->base, on_timeout, q)) == NULL) {
         free(q);
@@ -555,7 +555,7 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
     if (q->timeout_ms > 0)
         mmi_hdrs_mms_int(&h, "eat", iat + q->timeout_ms);
     if (o->request_id == NULL)
-        mmi_make_id(rid);
+        mmi_make_id(mm, rid);
     int rc = mmi_hdrs_finish(&h, o->request_id ? o->request_id : rid, o->headers, o->headers_len,
                              err, sizeof err);
     if (rc != MM_OK) {

@@ -155,7 +155,7 @@ route_new(mm_t *mm, mmi_route_type type, const char *target, const char *name)
     if (r == NULL)
         return NULL;
     char uuid[37];
-    mmi_make_id(uuid);
+    mmi_make_id(mm, uuid);
     *r = (struct mm_route){.mm = mm, .type = type, .name = strdup(name), .target = strdup(target)};
     char prefix[MMI_NAME_MAX + 16];
     if (type == MMI_ROUTE_HANDLE) {

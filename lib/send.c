@@ -69,7 +69,7 @@ mm_task(mm_t *mm, const char *service, const char *route, const void *body, size
         return rc;
     char rid[37], queue[2 * MMI_NAME_MAX + 16];
     if (o.request_id == NULL)
-        mmi_make_id(rid);
+        mmi_make_id(mm, rid);
     snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
     mmi_hdrs_t h;
     mmi_hdrs_init(&h);

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
     rabbitmq-server
-    librabbitmq-dev libmsgpack-dev libevent-dev libjansson-dev uuid-dev zlib1g-dev check
+    librabbitmq-dev libmsgpack-dev libevent-dev libjansson-dev zlib1g-dev check
     meson ninja-build pkg-config gcc openssl procps
 )
 
