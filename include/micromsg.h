@@ -472,7 +472,11 @@ MM_EXPORT int mm_msg_write(mm_msg_t *msg, const void *body, size_t len);
 /** End a streamed answer with a last body (NULL/0: none). */
 MM_EXPORT int mm_msg_end(mm_msg_t *msg, const void *body, size_t len);
 
-/** Settle a task (or an event taken with a reference) as done. */
+/**
+ * Settle a task as done (or ack a request without answering it: its
+ * requester then waits for its timeout). Events are acked when their
+ * listener returns; acking one again is a no-op (MM_OK).
+ */
 MM_EXPORT int mm_msg_ack(mm_msg_t *msg);
 
 /** Give a task back: requeue 1 puts it back in the queue, 0 rejects it. */

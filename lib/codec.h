@@ -42,9 +42,11 @@ int mmi_json_to_msgpack(const char *json, size_t len, mmi_buf_t *out, char *err,
 
 /*
  * One msgpack object -> JSON text appended to `out` (compact, no trailing
- * newline). str must be valid UTF-8; map keys must be str (integer keys are
- * written as their decimal string); bin, ext, NaN and infinities are refused
- * (JSON cannot carry them).
+ * newline). str must be valid UTF-8; map keys must be str without NUL
+ * (integer keys are written as their decimal string); bin, ext, NaN and
+ * infinities are refused (JSON cannot carry them). Floats are written in
+ * the shortest form that reads back to the same value ("0.1"; a float32 to
+ * the same float32), always as a real ("1.0", "1e+300").
  * @return MM_OK, MM_EINVAL (not representable in JSON, reason in err), MM_ENOMEM.
  */
 int mmi_msgpack_to_json(const msgpack_object *obj, mmi_buf_t *out, char *err, size_t errlen);

@@ -138,8 +138,8 @@ on_expiry(evutil_socket_t fd, short what, void *arg)
     (void) fd;
     (void) what;
     expiry_stop(msg);
-    if (mm == NULL || msg->answered)
-        return;
+    if (mm == NULL || msg->answered || msg->streaming)
+        return; /* a stream has begun answering: each part restarts the requester's timeout */
     mmi_enter(mm);
     msg->expired = true;
     mmi_msg_ack(msg);

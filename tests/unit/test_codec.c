@@ -3,6 +3,7 @@
  * its output limit, concatenated members and refusals. */
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,15 +92,23 @@ pack_begin(void)
 
 /* ---- buffer ------------------------------------------------------------- */
 
+/* Appends n times 10 bytes; returns how many times the capacity changed. */
+static size_t
+append_tens(mmi_buf_t *b, int n)
+{
+    size_t changes = 0, cap = b->cap;
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(mmi_buf_append(b, "0123456789", 10), MM_OK);
+        changes += b->cap != cap;
+        cap = b->cap;
+    }
+    return changes;
+}
+
 START_TEST(buffer_grows_geometrically)
 {
     mmi_buf_t b = {0};
-    size_t reallocs = 0, cap = 0;
-    for (int i = 0; i < 1000; i++) {
-        ck_assert_int_eq(mmi_buf_append(&b, "0123456789", 10), MM_OK);
-        reallocs += b.cap != cap;
-        cap = b.cap;
-    }
+    size_t reallocs = append_tens(&b, 1000), cap = b.cap;
     ck_assert_uint_eq(b.len, 10000);
     ck_assert_uint_ge(b.cap, b.len);
     ck_assert_uint_le(reallocs, 10);
@@ -259,6 +268,56 @@ START_TEST(extreme_integers_floats_and_integer_keys)
         "[18446744073709551615,-9223372036854775808,0.1,1.0,{\"5\":true,\"-7\":null}]";
     ck_assert_uint_eq(back.len, strlen(want));
     ck_assert_mem_eq(back.data, want, back.len);
+}
+END_TEST
+
+static uint64_t
+xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* The JSON text of one double, read back as a double by the JSON decoder. */
+static double
+double_through_json(double d, bool f32)
+{
+    pack_begin();
+    if (f32)
+        msgpack_pack_float(&pk, (float) d);
+    else
+        msgpack_pack_double(&pk, d);
+    msgpack_object o = unpack(&out);
+    mmi_buf_reset(&back);
+    mmi_buf_reset(&again);
+    ck_assert_int_eq(mmi_msgpack_to_json(&o, &back, err, sizeof err), MM_OK);
+    ck_assert_int_eq(mmi_json_to_msgpack(back.data, back.len, &again, err, sizeof err), MM_OK);
+    o = unpack(&again);
+    ck_assert_int_eq(o.type, MSGPACK_OBJECT_FLOAT64); /* "1.0" stays a real */
+    return o.via.f64;
+}
+
+START_TEST(floats_read_back_exactly)
+{
+    uint64_t x = 0x2545f4914f6cdd1du;
+    for (int i = 0; i < 20000; i++) {
+        uint64_t bits = xorshift(&x);
+        double d;
+        float f;
+        uint32_t bits32 = (uint32_t) bits;
+        memcpy(&d, &bits, sizeof d);
+        memcpy(&f, &bits32, sizeof f);
+        if (i % 4 == 0) /* integral values too */
+            d = (double) (int64_t) (bits >> (bits % 64));
+        if (isfinite(d)) {
+            double got = double_through_json(d, false);
+            ck_assert_msg(memcmp(&got, &d, sizeof d) == 0, "%.17g came back as %.17g", d, got);
+        }
+        if (isfinite(f))
+            ck_assert_msg((float) double_through_json(f, true) == f, "float %.9g", (double) f);
+    }
 }
 END_TEST
 
@@ -758,6 +817,7 @@ main(void)
     tcase_add_test(tc, embedded_nul_survives);
     tcase_add_test(tc, appends_after_existing_bytes);
     tcase_add_test(tc, extreme_integers_floats_and_integer_keys);
+    tcase_add_test(tc, floats_read_back_exactly);
     tcase_add_test(tc, bin_and_ext_are_refused);
     tcase_add_test(tc, nan_and_infinities_are_refused);
     tcase_add_loop_test(tc, invalid_utf8_is_refused, 0,
