@@ -583,9 +583,12 @@ typedef struct mm_request_opts {
  * callback: the reply, the peer's error (MM_EREMOTE), or a local failure
  * (MM_ETIMEDOUT, MM_ENOROUTE at once when no instance handles the route,
  * MM_ECANCELED, MM_EDISCONNECTED, MM_ECLOSED). A streamed answer either
- * calls `on_reply` once per part in sequence order (MM_REQ_PARTS; each part
- * restarts the timeout; mm_msg_is_final() is 0 for parts, 1 for the end)
- * or is collected and given once at the end (mm_msg_part()). The callback
+ * calls `on_reply` once per part in sequence order (MM_REQ_PARTS;
+ * mm_msg_is_final() is 0 for parts, 1 for the end) or is collected and
+ * given once at the end, when every part has arrived (mm_msg_part()). In
+ * both modes each part restarts the timeout. An error sent in the middle of
+ * a stream completes the request at once (parts still on their way are
+ * dropped). The callback
  * never runs before mm_request() returns.
  *
  * @param ret_req receives the request's id for mm_request_cancel() (may be NULL).

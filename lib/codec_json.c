@@ -217,6 +217,8 @@ put_string(struct writer *w, const char *str, size_t n, const char *what)
 {
     const unsigned char *s = (const unsigned char *) str;
     size_t run = 0, i = 0;
+    if (n == 0) /* msgpack-c gives an empty str a NULL ptr */
+        return put(w, "\"\"", 2);
     if (mmi_buf_reserve(w->out, n + 2) != MM_OK) /* the usual size: one growth, not several */
         return fail(w->err, w->errlen, MM_ENOMEM, "out of memory writing JSON");
     int rc = put(w, "\"", 1);
@@ -310,7 +312,7 @@ put_key(struct writer *w, const msgpack_object *k)
     char num[32];
     switch (k->type) {
     case MSGPACK_OBJECT_STR:
-        if (memchr(k->via.str.ptr, '\0', k->via.str.size) != NULL)
+        if (k->via.str.size > 0 && memchr(k->via.str.ptr, '\0', k->via.str.size) != NULL)
             return fail(w->err, w->errlen, MM_EINVAL, "JSON map keys cannot contain a NUL byte");
         return put_string(w, k->via.str.ptr, k->via.str.size, "map key");
     case MSGPACK_OBJECT_POSITIVE_INTEGER:

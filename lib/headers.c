@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "codec.h"
 #include "headers.h"
 #include "micromsg.h"
 
@@ -460,6 +461,10 @@ user_map(mmi_hdrs_t *h, const void *user, size_t len, msgpack_object *o, char *e
     msgpack_zone_init(&h->zone, 1024);
     h->pooled = true;
     size_t off = 0;
+    if (mmi_msgpack_check(user, len, err, errlen) != MM_OK) {
+        snprintf(err, errlen, "headers must be the msgpack bytes of one map");
+        return MM_EINVAL;
+    }
     msgpack_unpack_return r = msgpack_unpack(user, len, &off, &h->zone, o);
     if (r != MSGPACK_UNPACK_SUCCESS || off != len || o->type != MSGPACK_OBJECT_MAP) {
         snprintf(err, errlen, "headers must be the msgpack bytes of one map");

@@ -49,6 +49,11 @@ mmi_msg_str(mm_msg_t *msg, const void *p, size_t n)
 static int
 unpack_body(mm_msg_t *msg)
 {
+    /* msgpack_unpack trusts announced sizes (a 5-byte array header asks for
+     * gigabytes) and fails deep nesting as ENOMEM: check the bytes first. */
+    char why[8];
+    if (mmi_msgpack_check(msg->raw, msg->raw_len, why, sizeof why) != MM_OK)
+        return MM_EDECODE;
     size_t off = 0;
     msgpack_unpack_return r = msgpack_unpack(msg->raw, msg->raw_len, &off, &msg->zone, &msg->body);
     if (r == MSGPACK_UNPACK_NOMEM_ERROR)

@@ -22,6 +22,7 @@ struct mm_msg {
     uint64_t tag;
     bool no_ack;
     bool acked;     /* ack or nack sent (or no_ack) */
+    bool nacked;    /* ... and it was a nack: acking it now would be a lie */
     bool answered;  /* a final answer went out */
     bool streaming; /* parts were written */
     bool expired;

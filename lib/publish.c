@@ -19,14 +19,17 @@ on_return(mm_t *mm, const mmi_content_t *c, void *ud)
     if (p != NULL && (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
         mmi_request_returned(mm, p->correlation_id, c->routing_key))
         return;
-    amqp_bytes_t rid = p && (p->_flags & AMQP_BASIC_HEADERS_FLAG)
-                           ? mmi_header_str(&p->headers, "idRequest")
-                           : (amqp_bytes_t){0, NULL};
-    char rk[MMI_NAME_MAX * 2 + 32], id[64];
+    const amqp_table_t *t = p && (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
+    amqp_bytes_t rid = mmi_header_str(t, "idRequest");
+    mmi_mms_t mms;
+    char why[64], rk[MMI_NAME_MAX * 2 + 32], id[64], route[MMI_NAME_MAX + 1];
+    if (mmi_mms_parse(t, &mms, why, sizeof why) != MM_OK)
+        mms.route = (amqp_bytes_t){0, NULL};
     snprintf(rk, sizeof rk, "%.*s", (int) c->routing_key.len, (const char *) c->routing_key.bytes);
     snprintf(id, sizeof id, "%.*s", (int) rid.len, (const char *) rid.bytes);
-    mmi_msg_event(mm, MM_EV_UNROUTABLE, MM_ENOROUTE, rk, id[0] ? id : NULL,
-                  "the broker returned a message for '%s': %u %.*s", rk, c->reply_code,
+    snprintf(route, sizeof route, "%.*s", (int) mms.route.len, (const char *) mms.route.bytes);
+    mmi_msg_event(mm, MM_EV_UNROUTABLE, MM_ENOROUTE, route[0] ? route : NULL, id[0] ? id : NULL,
+                  "the broker returned a message for %s: %u %.*s", rk, c->reply_code,
                   (int) c->reply_text.len, (const char *) c->reply_text.bytes);
 }
 

@@ -658,6 +658,19 @@ mm_request_sync(mm_t *mm, const char *service, const char *route, const void *bo
         return mmi_fail(mm, MM_ESTATE,
                         "mm_request_sync cannot run inside a callback of the "
                         "instance (use mm_request)");
+    /* In a callback of another instance (or timer) on the same base, libevent refuses a
+     * nested loop (-1) and the wait below would spin forever: probe before sending. */
+    mm->syncing = true; /* a callback run by the probe cannot free mm under us */
+    bool nested = event_base_loop(mm->base, EVLOOP_NONBLOCK) < 0;
+    mm->syncing = false;
+    if (mm->free_pending) {
+        mmi_instance_destroy(mm);
+        return MM_ECLOSED;
+    }
+    if (nested)
+        return mmi_fail(mm, MM_ESTATE,
+                        "mm_request_sync: the event_base's loop is already running "
+                        "(called from a callback; use mm_request)");
     mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
     if (opts != NULL && opts->size >= offsetof(mm_request_opts_t, request_id) + sizeof(char *))
         memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);

@@ -57,7 +57,7 @@ mmi_msg_nack(mm_msg_t *msg, bool requeue)
                         msg->route);
     int rc = mmi_basic_nack(mm, msg->ch, msg->tag, false, requeue);
     if (rc == MM_OK)
-        msg->acked = true;
+        msg->acked = msg->nacked = true;
     return rc;
 }
 
@@ -143,6 +143,9 @@ mm_msg_ack(mm_msg_t *msg)
         return MM_ESTATE;
     if (msg->mm == NULL)
         return MM_ECLOSED;
+    if (msg->nacked)
+        return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_ack: the message on '%s' was rejected",
+                        msg->route);
     int rc = mmi_msg_ack(msg);
     if (rc == MM_OK && msg->kind == MM_MSG_TASK)
         msg->answered = true;

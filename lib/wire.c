@@ -26,6 +26,9 @@ encode_raw(mm_t *mm, const void *body, size_t len, mmi_wire_out_t *out)
     msgpack_zone z;
     msgpack_object o;
     size_t off = 0;
+    char why[160] = "";
+    if (mmi_msgpack_check(body, len, why, sizeof why) != MM_OK)
+        return mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object: %s", why);
     msgpack_zone_init(&z, 256);
     msgpack_unpack_return r = msgpack_unpack(body, len, &off, &z, &o);
     int rc = MM_OK;
@@ -46,6 +49,8 @@ encode_json(mm_t *mm, const void *body, size_t len, mmi_wire_out_t *out)
     msgpack_object o;
     size_t off = 0;
     char err[160] = "";
+    if (mmi_msgpack_check(body, len, err, sizeof err) != MM_OK)
+        return mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object: %s", err);
     msgpack_zone_init(&z, 1024);
     msgpack_unpack_return r = msgpack_unpack(body, len, &off, &z, &o);
     int rc = MM_OK;
