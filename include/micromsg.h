@@ -609,7 +609,8 @@ MM_EXPORT int mm_request_cancel(mm_t *mm, mm_req_t req);
 
 /**
  * A blocking request for simple clients: runs the instance's loop until
- * the final answer. Not callable from a callback of mm (MM_ESTATE).
+ * the final answer. Not callable from any callback running on the same
+ * event_base (MM_ESTATE; the request is not sent).
  * @param ret_reply receives the final message whenever the request was sent
  *        (unref it), NULL otherwise.
  * @return the final message's mm_msg_status(), or mm_request()'s error.

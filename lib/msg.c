@@ -148,9 +148,9 @@ on_expiry(evutil_socket_t fd, short what, void *arg)
     mmi_enter(mm);
     msg->expired = true;
     mmi_msg_ack(msg);
-    mmi_msg_event(mm, MM_EV_EXPIRED, MM_ETIMEDOUT, msg->route, msg->request_id,
-                  "request on '%s' not answered before its deadline: acked and dropped",
-                  msg->route);
+    mmi_msg_event(
+        mm, MM_EV_EXPIRED, MM_ETIMEDOUT, msg->route, msg->request_id[0] ? msg->request_id : NULL,
+        "request on '%s' not answered before its deadline: acked and dropped", msg->route);
     mmi_leave(mm);
 }
 

@@ -672,7 +672,9 @@ mm_request_sync(mm_t *mm, const char *service, const char *route, const void *bo
                         "mm_request_sync: the event_base's loop is already running "
                         "(called from a callback; use mm_request)");
     mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
-    if (opts != NULL && opts->size >= offsetof(mm_request_opts_t, request_id) + sizeof(char *))
+    if (opts != NULL && opts->size < offsetof(mm_request_opts_t, request_id) + sizeof(char *))
+        return mmi_fail(mm, MM_EINVAL, "request options not set up with MM_REQUEST_OPTS_INIT");
+    if (opts != NULL)
         memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
     o.flags &= ~MM_REQ_PARTS; /* one final answer, parts collected */
     struct sync_wait w = {0};

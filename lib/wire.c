@@ -211,7 +211,8 @@ to_msgpack(mmi_ctype ct, amqp_bytes_t data, mmi_wire_in_t *in, char *err, size_t
 int
 mmi_wire_decode(mm_t *mm, const mmi_content_t *c, mmi_wire_in_t *in, char *err, size_t errlen)
 {
-    *in = (mmi_wire_in_t){.borrowed = true};
+    /* Until the type is read, not msgpack: an answer falls back to our codec. */
+    *in = (mmi_wire_in_t){.borrowed = true, .ctype = MMI_CT_OCTET};
     if (c->oversize) {
         snprintf(err, errlen, "body of %llu bytes exceeds max_body (%u)",
                  (unsigned long long) c->body_size, mm->opts.max_body);

@@ -1,6 +1,10 @@
 /* Integration: request/reply between two instances on one loop: round trips
  * in both codecs, binary and string bodies, large compressed bodies, remote
- * errors, timeouts, unroutable requests, cancel, async replies, expiry. */
+ * errors, timeouts, unroutable requests, cancel, async replies, expiry,
+ * settle-once rules, headers, mm_request_sync, requests pending at close or
+ * free, refused arguments and many requests in flight. Where a request must
+ * reach the server already past its deadline, a raw rabbitmq-c peer sends it
+ * (the broker itself drops a queued request whose AMQP expiration passed). */
 #include <check.h>
 #include <event2/event.h>
 #include <stdio.h>
