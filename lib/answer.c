@@ -46,6 +46,14 @@ int
 mmi_answer_send(mm_msg_t *msg, unsigned flags, const void *body, size_t len)
 {
     mm_t *mm = msg->mm;
+    /* Unacked on a channel that died: the broker redelivers the request, so an
+     * answer now would be answered twice. Once acked (a stream's later parts),
+     * the channel no longer matters. */
+    if (!msg->acked && !msg->no_ack && mmi_chan_gen(mm, msg->ch) != msg->gen)
+        return mmi_fail(mm, MM_ECHANNEL,
+                        "the channel of route '%s' closed: the broker redelivers the request; "
+                        "nothing sent",
+                        msg->route);
     mmi_wire_out_t w;
     int rc = mmi_wire_encode(mm, msg->reply_codec, body, len, &w);
     mmi_hdrs_t h;

@@ -169,6 +169,8 @@ after_handler(mm_t *mm, mm_msg_t *msg)
     }
     if (msg->answered || msg->acked)
         return;
+    if (mmi_chan_gen(mm, msg->ch) != msg->gen)
+        return; /* the route stopped or its channel died: the broker redelivers it */
     if (msg->refs > 1) {
         mmi_msg_arm_expiry(msg); /* kept to settle later */
         return;
