@@ -105,33 +105,33 @@ mm_msg_reject(mm_msg_t *msg, const char *code, const char *text)
     return rc;
 }
 
-int
-mm_msg_write(mm_msg_t *msg, const void *body, size_t len)
+/* One part or the end of a streamed answer. */
+static int
+stream_send(mm_msg_t *msg, const char *what, unsigned flags, const void *body, size_t len)
 {
     if (msg == NULL)
         return MM_EINVAL;
-    int rc = check_request(msg, "mm_msg_write");
+    int rc = check_request(msg, what);
     if (rc != MM_OK)
         return rc;
     if (msg->kind == MM_MSG_TASK)
-        return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_write: a task takes no streamed answer");
-    rc = mmi_answer_send(msg, MMI_ANS_STREAM, body, len);
+        return mmi_fail(msg->mm, MM_ESTATE, "%s: a task takes no streamed answer", what);
+    rc = mmi_answer_send(msg, MMI_ANS_STREAM | flags, body, len);
     if (rc == MM_OK)
         msg->streaming = true;
     return rc;
 }
 
 int
+mm_msg_write(mm_msg_t *msg, const void *body, size_t len)
+{
+    return stream_send(msg, "mm_msg_write", 0, body, len);
+}
+
+int
 mm_msg_end(mm_msg_t *msg, const void *body, size_t len)
 {
-    if (msg == NULL)
-        return MM_EINVAL;
-    int rc = check_request(msg, "mm_msg_end");
-    if (rc != MM_OK)
-        return rc;
-    if (msg->kind == MM_MSG_TASK)
-        return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_end: a task takes no streamed answer");
-    return mmi_answer_send(msg, MMI_ANS_STREAM | MMI_ANS_END, body, len);
+    return stream_send(msg, "mm_msg_end", MMI_ANS_END, body, len);
 }
 
 int
