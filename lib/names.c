@@ -59,3 +59,32 @@ mmi_check_name(mm_t *mm, const char *what, const char *s, unsigned flags)
         return mmi_fail(mm, MM_ENAME, "%s '%s' is reserved (internal.*)", what, s);
     return MM_OK;
 }
+
+/* "<a>.<b>" into out (cap >= strlen(a) + strlen(b) + 2, which MMI_NAME_MAX
+ * bounds for checked names). A plain copy: this runs for every message sent. */
+char *
+mmi_join(char *out, size_t cap, const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la + lb + 2 > cap) {
+        out[0] = '\0';
+        return out;
+    }
+    memcpy(out, a, la);
+    out[la] = '.';
+    memcpy(out + la + 1, b, lb + 1);
+    return out;
+}
+
+char *
+mmi_request_queue(char *out, size_t cap, const char *service, const char *route)
+{
+    size_t lp = sizeof MMI_REQUEST_PREFIX - 1;
+    if (cap <= lp) {
+        out[0] = '\0';
+        return out;
+    }
+    memcpy(out, MMI_REQUEST_PREFIX, lp);
+    mmi_join(out + lp, cap - lp, service, route);
+    return out;
+}

@@ -534,7 +534,7 @@ req_new(mm_t *mm, const char *service, const char *route, const mm_request_opts_
         .mm = mm, .id = ++mm->reqs->next_id, .fn = fn, .ud = ud, .flags = o->flags, .end_seq = -1};
     q->timeout_ms = o->timeout_ms == 0 ? (int64_t) mm->opts.request_timeout_ms : o->timeout_ms;
     mmi_make_id(mm, q->corr);
-    snprintf(q->target, sizeof q->target, "%s.%s", service, route);
+    mmi_join(q->target, sizeof q->target, service, route);
     if (q->timeout_ms > 0 && (q->timer = evtimer_new(mm->base, on_timeout, q)) == NULL) {
         free(q);
         return NULL;
@@ -542,11 +542,26 @@ req_new(mm_t *mm, const char *service, const char *route, const mm_request_opts_
     return q;
 }
 
+/* A positive integer in decimal (the AMQP expiration property). */
+static void
+decimal(char out[24], int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < 23);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
 static int
 request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *route,
                 const mmi_wire_out_t *w, const mm_request_opts_t *o)
 {
-    char rid[37], queue[2 * MMI_NAME_MAX + 16], expiration[24], err[160] = "";
+    char rid[37], queue[MMI_QUEUE_MAX], expiration[24], err[160] = "";
     int64_t iat = mmi_wall_ms();
     mmi_hdrs_t h;
     mmi_hdrs_init(&h);
@@ -562,8 +577,8 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
         mmi_hdrs_fini(&h);
         return mmi_fail(mm, rc, "headers: %s", err);
     }
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
-    snprintf(expiration, sizeof expiration, "%lld", (long long) q->timeout_ms);
+    mmi_request_queue(queue, sizeof queue, service, route);
+    decimal(expiration, q->timeout_ms);
     mmi_pub_t p = {.exchange = "",
                    .routing_key = queue,
                    .mandatory = true,

@@ -326,7 +326,7 @@ mm_queue_stat(mm_t *mm, const char *service, const char *route, mm_stat_t *ret_s
         rc = mmi_check_name(mm, "route", route, 0);
     if (rc != MM_OK)
         return rc;
-    char queue[2 * MMI_NAME_MAX + 16];
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
+    char queue[MMI_QUEUE_MAX];
+    mmi_request_queue(queue, sizeof queue, service, route);
     return passive_stat(mm, queue, ret_stat);
 }

@@ -67,10 +67,10 @@ mm_task(mm_t *mm, const char *service, const char *route, const void *body, size
         rc = check_send(mm, "service name", service, 0, route);
     if (rc != MM_OK)
         return rc;
-    char rid[37], queue[2 * MMI_NAME_MAX + 16];
+    char rid[37], queue[MMI_QUEUE_MAX];
     if (o.request_id == NULL)
         mmi_make_id(mm, rid);
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
+    mmi_request_queue(queue, sizeof queue, service, route);
     mmi_hdrs_t h;
     mmi_hdrs_init(&h);
     mmi_hdrs_mms_str(&h, "route", route);
@@ -93,7 +93,7 @@ mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_
     if (rc != MM_OK)
         return rc;
     char key[2 * MMI_NAME_MAX + 2];
-    snprintf(key, sizeof key, "%s.%s", target ? target : mm->service, route);
+    mmi_join(key, sizeof key, target ? target : mm->service, route);
     mmi_hdrs_t h;
     mmi_hdrs_init(&h); /* an event's __mms is an empty table */
     mmi_pub_t p = {.exchange = MMI_PUBSUB, .routing_key = key};
