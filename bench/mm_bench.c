@@ -2,7 +2,8 @@
  * micromsg throughput, measured the way ../shared/bench/rawc measures raw
  * rabbitmq-c, so that the two can be divided (run them back to back on the
  * same broker):
- *   mm_bench rpc [-w in_flight] [-N requests]   request/reply, server in a child process
+ *   mm_bench rpc [-w in_flight] [-N requests] [-t timeout_ms, -1: none]
+ *                                                request/reply, server in a child process
  *   mm_bench events [-N events]                  emit -> one listening instance (child)
  * The broker is $MM_URI (default amqp://localhost). Bodies are small msgpack
  * arrays [seq, send time in ns] like rawc's 20-byte bodies.
@@ -88,6 +89,7 @@ struct rpc {
     mm_t *mm;
     const char *service;
     long n, sent, done, warmup;
+    int64_t timeout_ms;
     uint64_t t0;
     uint64_t *lat;
 };
@@ -120,7 +122,9 @@ send_one(struct rpc *r)
 {
     char buf[32];
     size_t len = pack_sample(buf, sizeof buf, (uint64_t) r->sent++, now_ns());
-    if (mm_request(r->mm, r->service, "echo", buf, len, NULL, on_reply, r, NULL) != MM_OK)
+    mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
+    o.timeout_ms = r->timeout_ms;
+    if (mm_request(r->mm, r->service, "echo", buf, len, &o, on_reply, r, NULL) != MM_OK)
         die(r->mm, "mm_request");
 }
 
@@ -132,7 +136,7 @@ cmp_u64(const void *a, const void *b)
 }
 
 static int
-bench_rpc(long n, int window)
+bench_rpc(long n, int window, int64_t timeout_ms)
 {
     char service[64];
     snprintf(service, sizeof service, "mm-bench-%d", (int) getpid());
@@ -143,7 +147,11 @@ bench_rpc(long n, int window)
     pid_t pid = fork_server(service, fds[1]);
     if (read(fds[0], &c, 1) != 1)
         return 1;
-    struct rpc r = {.mm = start("mm-bench-client"), .service = service, .n = n, .warmup = 500};
+    struct rpc r = {.mm = start("mm-bench-client"),
+                    .service = service,
+                    .n = n,
+                    .warmup = 500,
+                    .timeout_ms = timeout_ms};
     r.lat = calloc((size_t) n, sizeof *r.lat);
     if (mm_connect(r.mm, NULL) != MM_OK)
         die(r.mm, "client connect");
@@ -152,9 +160,9 @@ bench_rpc(long n, int window)
     mm_run(r.mm);
     double secs = (double) (now_ns() - r.t0) / 1e9;
     qsort(r.lat, (size_t) n, sizeof *r.lat, cmp_u64);
-    printf("micromsg rpc w=%d: %ld requests in %.2f s: %.0f req/s, p50 %.0f us, p99 %.0f us\n",
-           window, n, secs, (double) n / secs, (double) r.lat[n / 2] / 1e3,
-           (double) r.lat[n * 99 / 100] / 1e3);
+    printf("micromsg rpc w=%d%s: %ld requests in %.2f s: %.0f req/s, p50 %.0f us, p99 %.0f us\n",
+           window, timeout_ms < 0 ? " (no timeout)" : "", n, secs, (double) n / secs,
+           (double) r.lat[n / 2] / 1e3, (double) r.lat[n * 99 / 100] / 1e3);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     free(r.lat);
@@ -231,10 +239,13 @@ main(int argc, char **argv)
 {
     long n = 20000;
     int window = 1, opt;
+    int64_t timeout_ms = 0;
     const char *mode = argc > 1 ? argv[1] : "";
     optind = 2;
-    while ((opt = getopt(argc, argv, "w:N:")) != -1) {
-        if (opt == 'w')
+    while ((opt = getopt(argc, argv, "w:N:t:")) != -1) {
+        if (opt == 't')
+            timeout_ms = atoll(optarg);
+        else if (opt == 'w')
             window = atoi(optarg);
         else if (opt == 'N')
             n = atol(optarg);
@@ -242,9 +253,10 @@ main(int argc, char **argv)
             return 64;
     }
     if (strcmp(mode, "rpc") == 0 && n > 0 && window > 0)
-        return bench_rpc(n, window);
+        return bench_rpc(n, window, timeout_ms);
     if (strcmp(mode, "events") == 0 && n > 0)
         return bench_events(n);
-    fprintf(stderr, "usage: mm_bench rpc [-w in_flight] [-N requests] | events [-N events]\n");
+    fprintf(stderr, "usage: mm_bench rpc [-w in_flight] [-N requests] [-t timeout_ms] | "
+                    "events [-N events]\n");
     return 64;
 }

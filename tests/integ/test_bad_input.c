@@ -13,85 +13,13 @@
 #include <string.h>
 #include <zlib.h>
 
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-
 #include "micromsg.h"
 #include "mmt.h"
+#include "mmt_fx.h"
+#include "mmt_peer.h"
 
 #define ROUTE "echo"
 #define WAIT_MS 5000
-
-/* ---- the raw peer: plain rabbitmq-c, blocking, on its own connection ---- */
-
-struct raw {
-    amqp_connection_state_t c;
-    uint16_t next_ch;
-    char reply[128]; /* its own reply queue, consumed no-ack on channel 1 */
-};
-
-static void
-raw_ok(amqp_connection_state_t c, const char *what)
-{
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
-    ck_assert_msg(r.reply_type == AMQP_RESPONSE_NORMAL, "raw peer: %s failed (reply type %d)", what,
-                  r.reply_type);
-}
-
-static void
-raw_open(struct raw *r)
-{
-    char buf[512];
-    struct amqp_connection_info ci;
-    snprintf(buf, sizeof buf, "%s", mmt_uri());
-    ck_assert_int_eq(amqp_parse_url(buf, &ci), AMQP_STATUS_OK);
-    r->c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(r->c);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(amqp_socket_open(s, ci.host, ci.port), AMQP_STATUS_OK);
-    amqp_rpc_reply_t lr =
-        amqp_login(r->c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
-    ck_assert_int_eq(lr.reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_channel_open(r->c, 1);
-    raw_ok(r->c, "channel.open");
-    r->next_ch = 2;
-    amqp_queue_declare_ok_t *ok =
-        amqp_queue_declare(r->c, 1, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
-    raw_ok(r->c, "queue.declare (reply queue)");
-    snprintf(r->reply, sizeof r->reply, "%.*s", (int) ok->queue.len, (char *) ok->queue.bytes);
-    amqp_basic_consume(r->c, 1, amqp_cstring_bytes(r->reply), amqp_empty_bytes, 0, 1, 1,
-                       amqp_empty_table);
-    raw_ok(r->c, "basic.consume (reply queue)");
-}
-
-static void
-raw_close(struct raw *r)
-{
-    if (r->c == NULL)
-        return;
-    amqp_connection_close(r->c, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(r->c);
-    r->c = NULL;
-}
-
-static void
-raw_publish(struct raw *r, const char *routing_key, const amqp_basic_properties_t *p,
-            amqp_bytes_t body)
-{
-    int st = amqp_basic_publish(r->c, 1, amqp_empty_bytes, amqp_cstring_bytes(routing_key), 0, 0, p,
-                                body);
-    ck_assert_msg(st == AMQP_STATUS_OK, "raw publish: %s", amqp_error_string2(st));
-}
-
-/* The next delivery on any of the peer's consumers, within ms. */
-static bool
-raw_next(struct raw *r, int ms, amqp_envelope_t *env)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    amqp_maybe_release_buffers(r->c);
-    amqp_rpc_reply_t rr = amqp_consume_message(r->c, env, &tv, 0);
-    return rr.reply_type == AMQP_RESPONSE_NORMAL;
-}
 
 /* ---- building malformed messages ---- */
 
@@ -108,66 +36,40 @@ struct bad {
     amqp_bytes_t body;
 };
 
+/* The headers and properties of a malformed message, alive until it is published. */
 struct wire_msg {
-    amqp_table_entry_t mms[3], top[2];
-    amqp_basic_properties_t props;
+    struct mmt_table mms, top;
+    struct mmt_props props;
 };
 
 static void
-set_str(amqp_table_entry_t *e, const char *key, const char *val)
+mms_entries(const struct bad *b, struct mmt_table *mms)
 {
-    e->key = amqp_cstring_bytes(key);
-    e->value.kind = AMQP_FIELD_KIND_UTF8;
-    e->value.value.bytes = amqp_cstring_bytes(val);
-}
-
-static int
-mms_entries(const struct bad *b, amqp_table_entry_t *e)
-{
-    int n = 0;
-    set_str(&e[n++], "route", b->route ? b->route : ROUTE);
-    e[n].key = amqp_cstring_bytes("iat");
-    e[n].value.kind = AMQP_FIELD_KIND_I64;
-    e[n++].value.value.i64 = 1700000000000;
-    if (b->task_str) {
-        set_str(&e[n++], "isTask", "yes");
-    } else if (b->is_task) {
-        e[n].key = amqp_cstring_bytes("isTask");
-        e[n].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-        e[n++].value.value.boolean = 1;
-    }
-    return n;
+    mmt_table_str(mms, "route", b->route ? b->route : ROUTE);
+    mmt_table_i64(mms, "iat", 1700000000000);
+    if (b->task_str)
+        mmt_table_str(mms, "isTask", "yes");
+    else if (b->is_task)
+        mmt_table_bool(mms, "isTask", true);
 }
 
 static void
 wire_build(struct wire_msg *w, const struct bad *b, const char *corr, const char *reply_to)
 {
     memset(w, 0, sizeof *w);
-    amqp_basic_properties_t *p = &w->props;
-    int n = 0;
-    set_str(&w->top[n++], "idRequest", corr);
+    mmt_table_str(&w->top, "idRequest", corr);
     if (b->mms == MMS_STRING) {
-        set_str(&w->top[n++], "__mms", "route=" ROUTE);
+        mmt_table_str(&w->top, "__mms", "route=" ROUTE);
     } else if (b->mms == MMS_TABLE) {
-        w->top[n].key = amqp_cstring_bytes("__mms");
-        w->top[n].value.kind = AMQP_FIELD_KIND_TABLE;
-        w->top[n].value.value.table = (amqp_table_t){mms_entries(b, w->mms), w->mms};
-        n++;
+        mms_entries(b, &w->mms);
+        mmt_table_table(&w->top, "__mms", &w->mms);
     }
-    p->_flags = AMQP_BASIC_HEADERS_FLAG;
-    p->headers = (amqp_table_t){n, w->top};
-    if (b->ctype != NULL) {
-        p->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-        p->content_type = amqp_cstring_bytes(b->ctype);
-    }
-    if (b->encoding != NULL) {
-        p->_flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
-        p->content_encoding = amqp_cstring_bytes(b->encoding);
-    }
+    w->props.headers = &w->top;
+    w->props.content_type = b->ctype;
+    w->props.content_encoding = b->encoding;
     if (b->request) {
-        p->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG;
-        p->correlation_id = amqp_cstring_bytes(corr);
-        p->reply_to = amqp_cstring_bytes(reply_to);
+        w->props.correlation_id = corr;
+        w->props.reply_to = reply_to;
     }
 }
 
@@ -207,20 +109,6 @@ table_get(const amqp_table_t *t, const char *key)
     return NULL;
 }
 
-static const msgpack_object *
-map_get(const msgpack_object *m, const char *key)
-{
-    if (m == NULL || m->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < m->via.map.size; i++) {
-        const msgpack_object *k = &m->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
-            memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
-            return &m->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static void
 code_from_msgpack(amqp_bytes_t body, char *out, size_t len)
 {
@@ -228,7 +116,7 @@ code_from_msgpack(amqp_bytes_t body, char *out, size_t len)
     msgpack_unpacked_init(&u);
     size_t off = 0;
     if (msgpack_unpack_next(&u, body.bytes, body.len, &off) == MSGPACK_UNPACK_SUCCESS) {
-        const msgpack_object *c = map_get(map_get(&u.data, "error"), "codeString");
+        const msgpack_object *c = mmt_map_get(mmt_map_get(&u.data, "error"), "codeString");
         if (c != NULL && c->type == MSGPACK_OBJECT_STR)
             snprintf(out, len, "%.*s", (int) c->via.str.size, c->via.str.ptr);
     }
@@ -275,82 +163,27 @@ answer_code(const amqp_envelope_t *env, char *out, size_t len, char *ct)
 
 /* ---- fixture: a server, a client and the raw peer on one loop ---- */
 
-#define MAX_EVENTS 32
-
-struct evrec {
-    mm_event_type type;
-    int code;
-    char text[256], route[160], request_id[64];
-};
-
-struct evlog {
-    struct evrec ev[MAX_EVENTS];
-    int n;
-    mm_event_type want;
-    bool hit;
-};
-
 struct fx {
     struct event_base *base;
     mm_t *server, *client;
     mm_route_t *route;
     char service[64], client_service[64];
-    struct raw raw;
-    struct evlog sev, cev; /* the server's and the client's events */
-    int handled;           /* calls of the server's handler */
+    struct mmt_peer raw;       /* answers to it arrive on F.raw.reply */
+    struct mmt_evlog sev, cev; /* the server's and the client's events */
+    int handled;               /* calls of the server's handler */
     unsigned seq;
     char answer_type[64]; /* content type of the last error answer */
 };
 
 static struct fx F;
 
-static void
-on_event(mm_t *mm, const mm_event_t *ev, void *ud)
-{
-    struct evlog *l = ud;
-    (void) mm;
-    if (l->n < MAX_EVENTS) {
-        struct evrec *r = &l->ev[l->n++];
-        r->type = ev->type;
-        r->code = ev->code;
-        snprintf(r->text, sizeof r->text, "%s", ev->text);
-        snprintf(r->route, sizeof r->route, "%s", ev->route ? ev->route : "");
-        snprintf(r->request_id, sizeof r->request_id, "%s", ev->request_id ? ev->request_id : "");
-    }
-    if (ev->type == l->want)
-        l->hit = true;
-}
-
-static int
-count_events(const struct evlog *l, mm_event_type type)
-{
-    int n = 0;
-    for (int i = 0; i < l->n; i++)
-        n += l->ev[i].type == type;
-    return n;
-}
-
-static const struct evrec *
-find_event(const struct evlog *l, mm_event_type type)
-{
-    for (int i = 0; i < l->n; i++)
-        if (l->ev[i].type == type)
-            return &l->ev[i];
-    return NULL;
-}
-
 static mm_t *
-instance(const char *service, uint32_t max_body, int codec, struct evlog *log)
+instance(const char *service, uint32_t max_body, int codec, struct mmt_evlog *log)
 {
     mm_opts_t o = MM_OPTS_INIT;
-    o.base = F.base;
     o.max_body = max_body;
     o.codec = codec;
-    o.on_event = on_event;
-    o.event_ud = log;
-    mm_t *mm = mm_new(service, &o);
-    ck_assert_ptr_nonnull(mm);
-    return mm;
+    return mmt_instance(F.base, service, &o, log);
 }
 
 static void
@@ -369,10 +202,8 @@ static void
 server_up_codec(uint32_t max_body, int codec)
 {
     F.server = instance(F.service, max_body, codec, &F.sev);
-    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
-    ro.prefetch = 1;
-    ck_assert_int_eq(mm_handle(F.server, ROUTE, on_echo, NULL, &ro, &F.route), MM_OK);
-    ck_assert_msg(mm_connect(F.server, mmt_uri()) == MM_OK, "%s", mm_last_error(F.server));
+    F.route = mmt_handle(F.server, ROUTE, on_echo, NULL, 1);
+    mmt_connect(F.server);
 }
 
 static void
@@ -385,12 +216,13 @@ static void
 setup(void)
 {
     memset(&F, 0, sizeof F);
-    F.base = event_base_new();
+    F.base = mmt_base_new();
     mmt_unique("bad", F.service, sizeof F.service);
     mmt_unique("bad-client", F.client_service, sizeof F.client_service);
     F.client = instance(F.client_service, 0, MM_CODEC_MSGPACK, &F.cev);
-    ck_assert_msg(mm_connect(F.client, mmt_uri()) == MM_OK, "%s", mm_last_error(F.client));
-    raw_open(&F.raw);
+    mmt_connect(F.client);
+    mmt_peer_open(&F.raw);
+    mmt_peer_reply_queue(&F.raw);
 }
 
 static void
@@ -400,30 +232,11 @@ teardown(void)
         mm_route_stop(F.route); /* deletes the queue: it is empty and unused */
     mm_free(F.server);
     mm_free(F.client);
-    raw_close(&F.raw);
-    ck_assert_int_eq(event_base_get_num_events(F.base, EVENT_BASE_COUNT_ADDED), 0);
-    event_base_free(F.base);
+    mmt_peer_close(&F.raw);
+    mmt_base_free(F.base);
 }
 
 /* ---- requests through the library ---- */
-
-struct probe {
-    bool done;
-    int calls, status;
-    char code[64];
-};
-
-static void
-on_reply(mm_msg_t *msg, void *ud)
-{
-    struct probe *p = ud;
-    p->calls++;
-    if (!mm_msg_is_final(msg))
-        return;
-    p->status = mm_msg_status(msg);
-    snprintf(p->code, sizeof p->code, "%s", mm_msg_error_code(msg));
-    p->done = true;
-}
 
 /* A good request to `service`/`route` from the client is answered normally. */
 static void
@@ -431,14 +244,15 @@ good_request(const char *service)
 {
     mm_body_t *b = mm_body_new();
     mm_body_str(b, "still alive");
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(mm_request(F.client, service, ROUTE, mm_body_data(b), mm_body_len(b), NULL,
-                                on_reply, &p, NULL),
+                                mmt_on_reply, &p, NULL),
                      MM_OK);
     MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
     ck_assert_msg(p.status == MM_OK, "good request after bad input: %s (%s)", mm_err_name(p.status),
                   p.code);
     ck_assert_int_eq(p.calls, 1);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 
@@ -456,7 +270,7 @@ static void
 check_answer(const char *corr, const char *want)
 {
     amqp_envelope_t env;
-    ck_assert_msg(raw_next(&F.raw, mmt_scale(WAIT_MS), &env),
+    ck_assert_msg(mmt_peer_read(&F.raw, mmt_scale(WAIT_MS), &env),
                   "the requester got no error answer for its bad request");
     const amqp_basic_properties_t *p = &env.message.properties;
     ck_assert(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
@@ -471,14 +285,15 @@ check_answer(const char *corr, const char *want)
 static void
 check_event(const struct expect *x, const char *corr)
 {
-    const struct evrec *e = find_event(&F.sev, x->type);
-    ck_assert_ptr_nonnull(e);
-    ck_assert_msg(e->code == x->code, "event code %s, expected %s", mm_err_name(e->code),
+    const struct mmt_evlog *l = &F.sev;
+    int t = x->type;
+    ck_assert(l->seen[t]);
+    ck_assert_msg(l->code[t] == x->code, "event code %s, expected %s", mm_err_name(l->code[t]),
                   mm_err_name(x->code));
-    ck_assert_msg(strstr(e->text, x->needle) != NULL, "event text '%s' does not name '%s'", e->text,
-                  x->needle);
-    ck_assert_str_eq(e->route, x->route ? x->route : ROUTE);
-    ck_assert_str_eq(e->request_id, corr);
+    ck_assert_msg(strstr(l->text[t], x->needle) != NULL, "event text '%s' does not name '%s'",
+                  l->text[t], x->needle);
+    ck_assert_str_eq(l->route[t], x->route ? x->route : ROUTE);
+    ck_assert_str_eq(l->request_id[t], corr);
 }
 
 static void
@@ -489,18 +304,16 @@ send_bad(const struct bad *b, const struct expect *x)
     struct wire_msg w;
     wire_build(&w, b, corr, F.raw.reply);
     char queue[200];
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", F.service, ROUTE);
-    F.sev.want = x->type;
-    F.sev.hit = false;
-    raw_publish(&F.raw, queue, &w.props, b->body);
-    MMT_WAIT(F.base, F.sev.hit, mmt_scale(WAIT_MS));
+    mmt_request_queue(queue, sizeof queue, F.service, ROUTE);
+    mmt_peer_publish(&F.raw, queue, &w.props, b->body);
+    MMT_WAIT(F.base, F.sev.seen[x->type], mmt_scale(WAIT_MS));
     check_event(x, corr);
     if (b->request)
         check_answer(corr, x->answer);
     good_request(F.service);        /* the loop goes on */
     ck_assert_int_eq(F.handled, 1); /* only the good request reached the handler */
     /* prefetch 1: a requeued message would have come back before the good request */
-    ck_assert_int_eq(count_events(&F.sev, x->type), 1);
+    ck_assert_int_eq(F.sev.count[x->type], 1);
     mm_stat_t st;
     ck_assert_int_eq(mm_route_stat(F.route, &st), MM_OK);
     ck_assert_uint_eq(st.messages, 0);
@@ -662,27 +475,6 @@ END_TEST
 
 /* ---- the requesting side: answers it cannot use ---- */
 
-static void
-answer_props(struct wire_msg *w, const char *corr)
-{
-    memset(w, 0, sizeof *w);
-    w->mms[0].key = amqp_cstring_bytes("isError");
-    w->mms[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-    w->mms[1].key = amqp_cstring_bytes("isEnd");
-    w->mms[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-    w->mms[1].value.value.boolean = 1;
-    w->mms[2].key = amqp_cstring_bytes("sequence");
-    w->mms[2].value.kind = AMQP_FIELD_KIND_I64;
-    w->top[0].key = amqp_cstring_bytes("__mms");
-    w->top[0].value.kind = AMQP_FIELD_KIND_TABLE;
-    w->top[0].value.value.table = (amqp_table_t){3, w->mms};
-    w->props._flags =
-        AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
-    w->props.headers = (amqp_table_t){1, w->top};
-    w->props.content_type = amqp_cstring_bytes("application/msgpack");
-    w->props.correlation_id = amqp_cstring_bytes(corr);
-}
-
 START_TEST(answer_with_unknown_correlation_id)
 {
     server_up(0);
@@ -690,63 +482,40 @@ START_TEST(answer_with_unknown_correlation_id)
     char queue[200];
     snprintf(queue, sizeof queue, "q.replyQueue.%s.%s", F.client_service, mm_id(F.client));
     const char *corr = "00000000-0000-4000-8000-000000000000";
-    struct wire_msg w;
-    answer_props(&w, corr);
-    F.cev.want = MM_EV_UNHANDLED;
-    raw_publish(&F.raw, queue, &w.props, (amqp_bytes_t){1, "\xa0"});
-    MMT_WAIT(F.base, F.cev.hit, mmt_scale(WAIT_MS));
-    const struct evrec *e = find_event(&F.cev, MM_EV_UNHANDLED);
-    ck_assert_int_eq(e->code, MM_ENOENT);
-    ck_assert_msg(strstr(e->text, corr) != NULL, "event text '%s' does not name the id", e->text);
+    struct mmt_answer a = {
+        .to = queue, .correlation_id = corr, .end = true, .body = MMT_BYTES("\xa0")};
+    mmt_peer_answer(&F.raw, &a);
+    MMT_WAIT(F.base, F.cev.seen[MM_EV_UNHANDLED], mmt_scale(WAIT_MS));
+    const char *text = F.cev.text[MM_EV_UNHANDLED];
+    ck_assert_int_eq(F.cev.code[MM_EV_UNHANDLED], MM_ENOENT);
+    ck_assert_msg(strstr(text, corr) != NULL, "event text '%s' does not name the id", text);
     good_request(F.service); /* the client goes on */
     ck_assert_int_eq(F.handled, 2);
 }
 END_TEST
 
-/* The raw peer serves a route: declares its request queue as the protocol says. */
-static void
-raw_serve(const char *queue)
-{
-    amqp_table_entry_t e = {.key = amqp_cstring_bytes("x-expires"),
-                            .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 86400000}};
-    amqp_queue_declare(F.raw.c, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, (amqp_table_t){1, &e});
-    raw_ok(F.raw.c, "queue.declare (request queue)");
-    amqp_basic_consume(F.raw.c, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0,
-                       amqp_empty_table);
-    raw_ok(F.raw.c, "basic.consume (request queue)");
-}
-
 START_TEST(undecodable_answer_fails_the_request)
 {
-    char peer[64], queue[200], corr[64];
+    char peer[64];
     mmt_unique("bad-peer", peer, sizeof peer);
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", peer, ROUTE);
-    raw_serve(queue);
-    struct probe p = {0};
-    ck_assert_int_eq(mm_request(F.client, peer, ROUTE, NULL, 0, NULL, on_reply, &p, NULL), MM_OK);
-    amqp_envelope_t env;
-    ck_assert_msg(raw_next(&F.raw, mmt_scale(WAIT_MS), &env), "the request never arrived");
-    const amqp_basic_properties_t *rp = &env.message.properties;
-    ck_assert(rp->_flags & AMQP_BASIC_CORRELATION_ID_FLAG);
-    ck_assert(rp->_flags & AMQP_BASIC_REPLY_TO_FLAG);
-    snprintf(corr, sizeof corr, "%.*s", (int) rp->correlation_id.len,
-             (char *) rp->correlation_id.bytes);
-    char reply_to[200];
-    snprintf(reply_to, sizeof reply_to, "%.*s", (int) rp->reply_to.len,
-             (char *) rp->reply_to.bytes);
-    amqp_destroy_envelope(&env);
-    struct wire_msg w;
-    answer_props(&w, corr);
-    raw_publish(&F.raw, reply_to, &w.props, (amqp_bytes_t){2, "\x92\x01"}); /* truncated array */
+    mmt_peer_serve(&F.raw, peer, ROUTE); /* its queue is deleted by the teardown */
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(mm_request(F.client, peer, ROUTE, NULL, 0, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
+    struct mmt_peer_req q;
+    mmt_peer_take(&F.raw, mmt_scale(WAIT_MS), &q);
+    struct mmt_answer a = {.to = q.reply_to,
+                           .correlation_id = q.corr,
+                           .end = true,
+                           .body = MMT_BYTES("\x92\x01")}; /* truncated array */
+    mmt_peer_answer(&F.raw, &a);
     MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
     ck_assert_msg(p.status == MM_EDECODE, "status %s", mm_err_name(p.status));
     ck_assert_str_eq(p.code, "badAnswer");
     ck_assert_int_eq(p.calls, 1);
-    const struct evrec *e = find_event(&F.cev, MM_EV_ERROR);
-    ck_assert_ptr_nonnull(e);
-    ck_assert_int_eq(e->code, MM_EDECODE);
-    amqp_queue_delete(F.raw.c, 1, amqp_cstring_bytes(queue), 0, 0);
-    raw_ok(F.raw.c, "queue.delete");
+    ck_assert(F.cev.seen[MM_EV_ERROR]);
+    ck_assert_int_eq(F.cev.code[MM_EV_ERROR], MM_EDECODE);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -802,9 +571,7 @@ static Suite *
 suite(void)
 {
     Suite *s = suite_create("bad_input");
-    TCase *tc = tcase_create("server");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = mmt_tcase(s, "server", setup, teardown, 60);
     tcase_add_test(tc, truncated_msgpack_body);
     tcase_add_test(tc, broken_json_body);
     tcase_add_test(tc, unknown_content_type);
@@ -819,23 +586,16 @@ suite(void)
     tcase_add_test(tc, neither_request_nor_task);
     tcase_add_test(tc, request_for_a_route_not_handled);
     tcase_add_test(tc, task_for_a_route_not_handled);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("client");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    tc = mmt_tcase(s, "client", setup, teardown, 60);
     tcase_add_test(tc, answer_with_unknown_correlation_id);
     tcase_add_test(tc, undecodable_answer_fails_the_request);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("names");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 30);
+    tc = mmt_tcase(s, "names", setup, teardown, 30);
     tcase_add_loop_test(tc, handle_refuses_bad_route_names, 0,
                         (int) (sizeof bad_routes / sizeof bad_routes[0]));
     tcase_add_test(tc, listen_allows_whole_word_wildcards_only);
     tcase_add_test(tc, internal_targets_allowed_for_listen_and_emit);
-    suite_add_tcase(s, tc);
     return s;
 }
 

@@ -11,48 +11,28 @@
 
 #include "micromsg.h"
 #include "mmt.h"
+#include "mmt_fx.h"
 
 #define MAX_MM 4
 #define MAX_EVENTS 64
 #define N_EMIT 50
 
-/* Instance events seen by an instance (the emitter must get none). */
-struct evlog {
-    int unroutable, errors;
-};
-
 struct fx {
     struct event_base *base;
     mm_t *mm[MAX_MM];
-    struct evlog ev[MAX_MM];
+    struct mmt_evlog ev[MAX_MM]; /* instance events (the emitter must get none) */
     int n;
     char service[64], target[64];
 };
 
 static struct fx F;
 
-static void
-on_event(mm_t *mm, const mm_event_t *ev, void *ud)
-{
-    struct evlog *l = ud;
-    (void) mm;
-    if (ev->type == MM_EV_UNROUTABLE)
-        l->unroutable++;
-    if (ev->type == MM_EV_ERROR || ev->type == MM_EV_UNHANDLED)
-        l->errors++;
-}
-
 /* A new instance of `service`, freed by the teardown. */
 static mm_t *
 instance(const char *service)
 {
     ck_assert_int_lt(F.n, MAX_MM);
-    mm_opts_t o = MM_OPTS_INIT;
-    o.base = F.base;
-    o.on_event = on_event;
-    o.event_ud = &F.ev[F.n];
-    mm_t *mm = mm_new(service, &o);
-    ck_assert_ptr_nonnull(mm);
+    mm_t *mm = mmt_instance(F.base, service, NULL, &F.ev[F.n]);
     F.mm[F.n++] = mm;
     return mm;
 }
@@ -61,7 +41,7 @@ static mm_t *
 connected(const char *service)
 {
     mm_t *mm = instance(service);
-    ck_assert_msg(mm_connect(mm, mmt_uri()) == MM_OK, "%s", mm_last_error(mm));
+    mmt_connect(mm);
     return mm;
 }
 
@@ -69,8 +49,7 @@ static void
 setup(void)
 {
     memset(&F, 0, sizeof F);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
+    F.base = mmt_base_new();
     mmt_unique("pubsub", F.service, sizeof F.service);
     mmt_unique("pubsub-target", F.target, sizeof F.target);
 }
@@ -80,20 +59,32 @@ teardown(void)
 {
     for (int i = 0; i < F.n; i++)
         mm_free(F.mm[i]);
-    ck_assert_int_eq(event_base_get_num_events(F.base, EVENT_BASE_COUNT_ADDED), 0);
-    event_base_free(F.base);
+    mmt_base_free(F.base);
 }
 
 /* ---- bodies and headers ---- */
+
+/* Emit the body b (and headers h, when not NULL); b and h are freed. */
+static void
+emit_body(mm_t *mm, const char *target, const char *route, mm_body_t *b, mm_body_t *h)
+{
+    mm_send_opts_t so = MM_SEND_OPTS_INIT;
+    if (h != NULL) {
+        so.headers = mm_body_data(h);
+        so.headers_len = mm_body_len(h);
+    }
+    int rc = mm_emit(mm, target, route, mm_body_data(b), mm_body_len(b), h ? &so : NULL);
+    ck_assert_msg(rc == MM_OK, "%s", mm_last_error(mm));
+    mm_body_free(b);
+    mm_body_free(h);
+}
 
 static void
 emit_str(mm_t *mm, const char *target, const char *route, const char *s)
 {
     mm_body_t *b = mm_body_new();
     mm_body_str(b, s);
-    ck_assert_msg(mm_emit(mm, target, route, mm_body_data(b), mm_body_len(b), NULL) == MM_OK, "%s",
-                  mm_last_error(mm));
-    mm_body_free(b);
+    emit_body(mm, target, route, b, NULL);
 }
 
 static void
@@ -101,16 +92,7 @@ emit_int(mm_t *mm, const char *target, const char *route, int64_t v)
 {
     mm_body_t *b = mm_body_new();
     msgpack_pack_int64(mm_body_packer(b), v);
-    ck_assert_msg(mm_emit(mm, target, route, mm_body_data(b), mm_body_len(b), NULL) == MM_OK, "%s",
-                  mm_last_error(mm));
-    mm_body_free(b);
-}
-
-static bool
-obj_is_str(const msgpack_object *o, const char *s)
-{
-    return o != NULL && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
-           memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+    emit_body(mm, target, route, b, NULL);
 }
 
 /* ---- a listener's record ---- */
@@ -142,7 +124,7 @@ static bool
 headers_ok(const mm_msg_t *msg)
 {
     const msgpack_object *num = mm_msg_header(msg, "x-num");
-    return obj_is_str(mm_msg_header(msg, "x-tag"), "t1") && num != NULL &&
+    return mmt_is_str(mm_msg_header(msg, "x-tag"), "t1") && num != NULL &&
            num->type == MSGPACK_OBJECT_POSITIVE_INTEGER && num->via.u64 == 7;
 }
 
@@ -192,13 +174,7 @@ emit_with_headers(mm_t *mm, const char *target, const char *route, const char *s
     mm_body_str(h, "t1");
     mm_body_str(h, "x-num");
     msgpack_pack_int(pk, 7);
-    mm_send_opts_t so = MM_SEND_OPTS_INIT;
-    so.headers = mm_body_data(h);
-    so.headers_len = mm_body_len(h);
-    ck_assert_msg(mm_emit(mm, target, route, mm_body_data(b), mm_body_len(b), &so) == MM_OK, "%s",
-                  mm_last_error(mm));
-    mm_body_free(b);
-    mm_body_free(h);
+    emit_body(mm, target, route, b, h);
 }
 
 static void
@@ -348,7 +324,7 @@ START_TEST(listen_before_connect)
     mm_t *listener = instance(F.service);
     struct lis l = {.want = 1};
     listen_ok(listener, F.target, "early", &l, NULL);
-    ck_assert_msg(mm_connect(listener, mmt_uri()) == MM_OK, "%s", mm_last_error(listener));
+    mmt_connect(listener);
     mm_t *emitter = connected("t-pubsub-emitter");
     emit_str(emitter, F.target, "early", "after-connect");
     MMT_WAIT(F.base, l.done, mmt_scale(5000));
@@ -368,9 +344,10 @@ START_TEST(emit_to_nobody_is_dropped)
     emit_str(mm, F.target, "void", "sentinel");
     MMT_WAIT(F.base, l.done, mmt_scale(5000));
     ck_assert_int_eq(l.n, 1);
-    ck_assert_str_eq(l.bodies[0], "sentinel"); /* the first one went nowhere */
-    ck_assert_int_eq(F.ev[0].unroutable, 0);   /* and nobody complained */
-    ck_assert_int_eq(F.ev[0].errors, 0);
+    ck_assert_str_eq(l.bodies[0], "sentinel");            /* the first one went nowhere */
+    ck_assert_int_eq(F.ev[0].count[MM_EV_UNROUTABLE], 0); /* and nobody complained */
+    ck_assert_int_eq(F.ev[0].count[MM_EV_ERROR], 0);
+    ck_assert_int_eq(F.ev[0].count[MM_EV_UNHANDLED], 0);
 }
 END_TEST
 
@@ -396,9 +373,7 @@ static Suite *
 suite(void)
 {
     Suite *s = suite_create("pubsub");
-    TCase *tc = tcase_create("pubsub");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = mmt_tcase(s, "pubsub", setup, teardown, 60);
     tcase_add_test(tc, round_trip_own_service);
     tcase_add_test(tc, round_trip_explicit_target);
     tcase_add_test(tc, every_instance_gets_every_event);
@@ -407,7 +382,6 @@ suite(void)
     tcase_add_test(tc, listen_before_connect);
     tcase_add_test(tc, emit_to_nobody_is_dropped);
     tcase_add_test(tc, emit_refusals);
-    suite_add_tcase(s, tc);
     return s;
 }
 

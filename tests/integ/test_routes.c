@@ -10,61 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-
 #include "micromsg.h"
 #include "mmt.h"
+#include "mmt_fx.h"
+#include "mmt_peer.h"
 
 #define WAIT_MS 5000
-#define EXPIRES 86400000 /* x-expires of request queues (PROTOCOL.md section 1) */
 
-/* ---- the raw peer: plain rabbitmq-c, blocking, on its own connection ---- */
-
-struct raw {
-    amqp_connection_state_t c;
-    uint16_t next_ch;
-    uint64_t published, confirmed; /* publisher confirms on channel 1 */
-};
-
-static void
-raw_ok(amqp_connection_state_t c, const char *what)
-{
-    amqp_rpc_reply_t r = amqp_get_rpc_reply(c);
-    ck_assert_msg(r.reply_type == AMQP_RESPONSE_NORMAL, "raw peer: %s failed (reply type %d)", what,
-                  r.reply_type);
-}
-
-static void
-raw_open(struct raw *r)
-{
-    char buf[512];
-    struct amqp_connection_info ci;
-    snprintf(buf, sizeof buf, "%s", mmt_uri());
-    ck_assert_int_eq(amqp_parse_url(buf, &ci), AMQP_STATUS_OK);
-    r->c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(r->c);
-    ck_assert_ptr_nonnull(s);
-    ck_assert_int_eq(amqp_socket_open(s, ci.host, ci.port), AMQP_STATUS_OK);
-    amqp_rpc_reply_t lr =
-        amqp_login(r->c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
-    ck_assert_int_eq(lr.reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_channel_open(r->c, 1);
-    raw_ok(r->c, "channel.open");
-    amqp_confirm_select(r->c, 1);
-    raw_ok(r->c, "confirm.select");
-    r->next_ch = 2;
-}
-
-static void
-raw_close(struct raw *r)
-{
-    if (r->c == NULL)
-        return;
-    amqp_connection_close(r->c, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(r->c);
-    r->c = NULL;
-}
+/* ---- the raw peer (mmt_peer) ---- */
 
 /*
  * Declare `queue` on a fresh channel: passive, or with the given flags and
@@ -73,20 +26,19 @@ raw_close(struct raw *r)
  * arguments differ).
  */
 static int
-raw_declare(struct raw *r, const char *queue, bool passive, bool durable, bool auto_delete,
+raw_declare(struct mmt_peer *r, const char *queue, bool passive, bool durable, bool auto_delete,
             int32_t expires)
 {
-    uint16_t ch = r->next_ch++;
-    amqp_channel_open(r->c, ch);
-    raw_ok(r->c, "channel.open");
-    amqp_table_entry_t e = {.key = amqp_cstring_bytes("x-expires"),
-                            .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = expires}};
-    amqp_table_t args = expires ? (amqp_table_t){1, &e} : amqp_empty_table;
-    amqp_queue_declare(r->c, ch, amqp_cstring_bytes(queue), passive, durable, 0, auto_delete, args);
+    uint16_t ch = mmt_peer_channel(r);
+    struct mmt_table args = {0};
+    if (expires)
+        mmt_table_i32(&args, "x-expires", expires);
+    amqp_queue_declare(r->c, ch, amqp_cstring_bytes(queue), passive, durable, 0, auto_delete,
+                       mmt_table_of(&args));
     amqp_rpc_reply_t rr = amqp_get_rpc_reply(r->c);
     if (rr.reply_type == AMQP_RESPONSE_NORMAL) {
         amqp_channel_close(r->c, ch, AMQP_REPLY_SUCCESS);
-        raw_ok(r->c, "channel.close");
+        mmt_peer_ok(r, "channel.close");
         return 0;
     }
     ck_assert_int_eq(rr.reply_type, AMQP_RESPONSE_SERVER_EXCEPTION);
@@ -98,67 +50,31 @@ raw_declare(struct raw *r, const char *queue, bool passive, bool durable, bool a
 }
 
 static bool
-raw_exists(struct raw *r, const char *queue)
+raw_exists(struct mmt_peer *r, const char *queue)
 {
     int code = raw_declare(r, queue, true, false, false, 0);
     ck_assert_msg(code == 0 || code == 404, "passive declare of %s: %d", queue, code);
     return code == 0;
 }
 
-/* Wait for the broker's confirms of everything published on channel 1. */
-static void
-raw_confirmed(struct raw *r)
-{
-    while (r->confirmed < r->published) {
-        amqp_frame_t f;
-        struct timeval tv = {mmt_scale(WAIT_MS) / 1000, 0};
-        int st = amqp_simple_wait_frame_noblock(r->c, &f, &tv);
-        ck_assert_msg(st == AMQP_STATUS_OK, "raw peer: no confirm: %s", amqp_error_string2(st));
-        if (f.frame_type != AMQP_FRAME_METHOD)
-            continue;
-        ck_assert_msg(f.payload.method.id == AMQP_BASIC_ACK_METHOD, "raw peer: method 0x%08x",
-                      f.payload.method.id);
-        amqp_basic_ack_t *a = f.payload.method.decoded;
-        r->confirmed = a->multiple ? a->delivery_tag : r->confirmed + 1;
-    }
-}
-
 /* n tasks for `route` of `service`, as the protocol says, in the queue when this returns. */
 static void
-raw_tasks(struct raw *r, const char *service, const char *route, int n)
+raw_tasks(struct mmt_peer *r, const char *service, const char *route, int n)
 {
     char queue[200];
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", service, route);
-    amqp_table_entry_t mms[3] = {
-        {.key = amqp_cstring_bytes("route"),
-         .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(route)}},
-        {.key = amqp_cstring_bytes("isTask"),
-         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}},
-        {.key = amqp_cstring_bytes("iat"),
-         .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1700000000000}},
-    };
-    amqp_table_entry_t top = {.key = amqp_cstring_bytes("__mms"),
-                              .value = {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {3, mms}}};
-    amqp_basic_properties_t p = {._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG,
-                                 .content_type = amqp_cstring_bytes("application/msgpack"),
-                                 .headers = {1, &top}};
-    for (int i = 0; i < n; i++) {
-        int st = amqp_basic_publish(r->c, 1, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, 0, &p,
-                                    (amqp_bytes_t){1, "\xa0"});
-        ck_assert_int_eq(st, AMQP_STATUS_OK);
-        r->published++;
-    }
-    raw_confirmed(r);
+    mmt_request_queue(queue, sizeof queue, service, route);
+    struct mmt_table mms = {0}, h = {0};
+    mmt_table_str(&mms, "route", route);
+    mmt_table_bool(&mms, "isTask", true);
+    mmt_table_i64(&mms, "iat", 1700000000000);
+    mmt_table_table(&h, "__mms", &mms);
+    struct mmt_props p = {.content_type = "application/msgpack", .headers = &h};
+    for (int i = 0; i < n; i++)
+        mmt_peer_publish(r, queue, &p, MMT_BYTES("\xa0"));
+    mmt_peer_confirmed(r, mmt_scale(WAIT_MS));
 }
 
 /* ---- fixture: instances on one loop ---- */
-
-#define MAX_EVENTS 32
-
-struct evlog {
-    mm_event_type type[MAX_EVENTS];
-    int n;
-};
 
 /* A handler's record: calls, and a flag raised when `target` calls are reached. */
 struct counter {
@@ -171,60 +87,25 @@ struct counter {
 struct fx {
     struct event_base *base;
     mm_t *a, *b, *client;
-    struct evlog aev, bev, cev;
+    struct mmt_evlog aev, bev, cev;
     char service[64];
-    struct raw raw;
+    struct mmt_peer raw;
     mm_msg_t *kept;
 };
 
 static struct fx F;
 
 static void
-on_event(mm_t *mm, const mm_event_t *ev, void *ud)
-{
-    struct evlog *l = ud;
-    (void) mm;
-    if (l->n < MAX_EVENTS)
-        l->type[l->n++] = ev->type;
-}
-
-static int
-count_events(const struct evlog *l, mm_event_type type)
-{
-    int n = 0;
-    for (int i = 0; i < l->n; i++)
-        n += l->type[i] == type;
-    return n;
-}
-
-static mm_t *
-instance(const char *service, struct evlog *log)
-{
-    mm_opts_t o = MM_OPTS_INIT;
-    o.base = F.base;
-    o.on_event = on_event;
-    o.event_ud = log;
-    mm_t *mm = mm_new(service, &o);
-    ck_assert_ptr_nonnull(mm);
-    return mm;
-}
-
-static void
-up(mm_t *mm)
-{
-    ck_assert_msg(mm_connect(mm, mmt_uri()) == MM_OK, "%s", mm_last_error(mm));
-}
-
-static void
 setup(void)
 {
     memset(&F, 0, sizeof F);
-    F.base = event_base_new();
+    F.base = mmt_base_new();
     mmt_unique("routes", F.service, sizeof F.service);
-    F.a = instance(F.service, &F.aev);
-    F.b = instance(F.service, &F.bev);
-    F.client = instance("t-routes-client", &F.cev);
-    raw_open(&F.raw);
+    F.a = mmt_instance(F.base, F.service, NULL, &F.aev);
+    F.b = mmt_instance(F.base, F.service, NULL, &F.bev);
+    F.client = mmt_instance(F.base, "t-routes-client", NULL, &F.cev);
+    mmt_peer_open(&F.raw);
+    mmt_peer_use_confirms(&F.raw);
 }
 
 static void
@@ -234,9 +115,8 @@ teardown(void)
     mm_free(F.a);
     mm_free(F.b);
     mm_free(F.client);
-    raw_close(&F.raw);
-    ck_assert_int_eq(event_base_get_num_events(F.base, EVENT_BASE_COUNT_ADDED), 0);
-    event_base_free(F.base);
+    mmt_peer_close(&F.raw);
+    mmt_base_free(F.base);
 }
 
 /* Count the call, check the route, then answer with the route's name (a task is acked). */
@@ -260,51 +140,31 @@ on_msg(mm_msg_t *msg, void *ud)
     mm_body_free(b);
 }
 
-struct probe {
-    bool done;
-    int calls, status;
-    char body[160];
-};
-
-static void
-on_reply(mm_msg_t *msg, void *ud)
+/* A request from the client to `route` of the service, waited for; its status. */
+static int
+request(const char *route, struct mmt_probe *p)
 {
-    struct probe *p = ud;
-    p->calls++;
-    if (!mm_msg_is_final(msg))
-        return;
-    p->status = mm_msg_status(msg);
-    const msgpack_object *o = mm_msg_body(msg);
-    if (o->type == MSGPACK_OBJECT_STR)
-        snprintf(p->body, sizeof p->body, "%.*s", (int) o->via.str.size, o->via.str.ptr);
-    p->done = true;
-}
-
-/* A request from the client to `route` of the service, waited for. */
-static struct probe
-request(const char *route)
-{
-    struct probe p = {0};
-    ck_assert_int_eq(mm_request(F.client, F.service, route, NULL, 0, NULL, on_reply, &p, NULL),
+    ck_assert_int_eq(mm_request(F.client, F.service, route, NULL, 0, NULL, mmt_on_reply, p, NULL),
                      MM_OK);
-    MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
-    ck_assert_int_eq(p.calls, 1);
-    return p;
+    MMT_WAIT(F.base, p->done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(p->calls, 1);
+    return p->status;
 }
 
 static void
 request_ok(const char *route, const char *want_body)
 {
-    struct probe p = request(route);
-    ck_assert_msg(p.status == MM_OK, "request to %s: %s", route, mm_err_name(p.status));
-    ck_assert_str_eq(p.body, want_body);
+    struct mmt_probe p = {0};
+    int status = request(route, &p);
+    ck_assert_msg(status == MM_OK, "request to %s: %s", route, mm_err_name(status));
+    ck_assert_str_eq(p.str, want_body);
+    mmt_probe_free(&p);
 }
 
 static const char *
 queue_of(const char *route, char *buf, size_t len)
 {
-    snprintf(buf, len, "q.requests.%s.%s", F.service, route);
-    return buf;
+    return mmt_request_queue(buf, len, F.service, route);
 }
 
 /* ---- tests ---- */
@@ -314,17 +174,18 @@ START_TEST(each_route_reaches_its_own_handler)
     struct counter c[3] = {{.route = "r1"}, {.route = "r2"}, {.route = "r3"}};
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(mm_handle(F.a, c[i].route, on_msg, &c[i], NULL, NULL), MM_OK);
-    up(F.a);
-    up(F.client);
-    struct probe p[6] = {{0}};
+    mmt_connect(F.a);
+    mmt_connect(F.client);
+    struct mmt_probe p[6] = {{0}};
     for (int i = 0; i < 6; i++)
-        ck_assert_int_eq(
-            mm_request(F.client, F.service, c[i % 3].route, NULL, 0, NULL, on_reply, &p[i], NULL),
-            MM_OK);
+        ck_assert_int_eq(mm_request(F.client, F.service, c[i % 3].route, NULL, 0, NULL,
+                                    mmt_on_reply, &p[i], NULL),
+                         MM_OK);
     for (int i = 0; i < 6; i++) {
         MMT_WAIT(F.base, p[i].done, mmt_scale(WAIT_MS));
         ck_assert_int_eq(p[i].status, MM_OK);
-        ck_assert_str_eq(p[i].body, c[i % 3].route); /* answered by that route's handler */
+        ck_assert_str_eq(p[i].str, c[i % 3].route); /* answered by that route's handler */
+        mmt_probe_free(&p[i]);
     }
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(c[i].calls, 2);
@@ -339,20 +200,20 @@ check_declared_as_protocol(const char *route)
 {
     char q[200];
     queue_of(route, q, sizeof q);
-    ck_assert_int_eq(raw_declare(&F.raw, q, false, true, false, EXPIRES), 0);
+    ck_assert_int_eq(raw_declare(&F.raw, q, false, true, false, MMT_REQUEST_QUEUE_EXPIRES), 0);
     ck_assert_int_eq(raw_declare(&F.raw, q, false, true, false, 3600000), 406);
     ck_assert_int_eq(raw_declare(&F.raw, q, false, true, false, 0), 406);
-    ck_assert_int_eq(raw_declare(&F.raw, q, false, false, false, EXPIRES), 406);
-    ck_assert_int_eq(raw_declare(&F.raw, q, false, true, true, EXPIRES), 406);
+    ck_assert_int_eq(raw_declare(&F.raw, q, false, false, false, MMT_REQUEST_QUEUE_EXPIRES), 406);
+    ck_assert_int_eq(raw_declare(&F.raw, q, false, true, true, MMT_REQUEST_QUEUE_EXPIRES), 406);
 }
 
 START_TEST(routes_declared_before_and_after_connect)
 {
     struct counter before = {.route = "before"}, after = {.route = "after"};
     ck_assert_int_eq(mm_handle(F.a, "before", on_msg, &before, NULL, NULL), MM_OK);
-    up(F.a);
+    mmt_connect(F.a);
     ck_assert_int_eq(mm_handle(F.a, "after", on_msg, &after, NULL, NULL), MM_OK);
-    up(F.client);
+    mmt_connect(F.client);
     request_ok("before", "before");
     request_ok("after", "after");
     check_declared_as_protocol("before");
@@ -365,28 +226,26 @@ START_TEST(stop_deletes_an_idle_queue)
     struct counter c = {.route = "gone"};
     mm_route_t *r = NULL;
     ck_assert_int_eq(mm_handle(F.a, "gone", on_msg, &c, NULL, &r), MM_OK);
-    up(F.a);
-    up(F.client);
+    mmt_connect(F.a);
+    mmt_connect(F.client);
     char q[200];
     ck_assert(raw_exists(&F.raw, queue_of("gone", q, sizeof q)));
     ck_assert_int_eq(mm_route_stop(r), MM_OK);
     ck_assert_msg(!raw_exists(&F.raw, q), "%s still exists after mm_route_stop", q);
-    struct probe p = request("gone");
-    ck_assert_int_eq(p.status, MM_ENOROUTE);
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(request("gone", &p), MM_ENOROUTE);
     ck_assert_int_eq(c.calls, 0);
     ck_assert_int_eq(F.aev.n, 1); /* stopping raised nothing */
-    ck_assert_int_eq(F.aev.type[0], MM_EV_CONNECTED);
+    ck_assert_int_eq(F.aev.count[MM_EV_CONNECTED], 1);
+    mmt_probe_free(&p);
 }
 END_TEST
 
 START_TEST(stat_counts_ready_messages_and_consumers)
 {
     struct counter c = {.route = "slow", .target = 1, .keep_first = true};
-    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
-    ro.prefetch = 1;
-    mm_route_t *r = NULL;
-    ck_assert_int_eq(mm_handle(F.a, "slow", on_msg, &c, &ro, &r), MM_OK);
-    up(F.a);
+    mm_route_t *r = mmt_handle(F.a, "slow", on_msg, &c, 1); /* one task at a time */
+    mmt_connect(F.a);
     raw_tasks(&F.raw, F.service, "slow", 5);
     MMT_WAIT(F.base, c.reached, mmt_scale(WAIT_MS));
     mm_stat_t st = {99, 99};
@@ -411,9 +270,9 @@ START_TEST(queue_kept_while_another_instance_consumes)
     mm_route_t *ra = NULL;
     ck_assert_int_eq(mm_handle(F.a, "shared", on_msg, &ca, NULL, &ra), MM_OK);
     ck_assert_int_eq(mm_handle(F.b, "shared", on_msg, &cb, NULL, NULL), MM_OK);
-    up(F.a);
-    up(F.b);
-    up(F.client);
+    mmt_connect(F.a);
+    mmt_connect(F.b);
+    mmt_connect(F.client);
     ck_assert_int_eq(mm_route_stop(ra), MM_OK);
     char q[200];
     ck_assert_msg(raw_exists(&F.raw, queue_of("shared", q, sizeof q)), "%s was deleted", q);
@@ -425,19 +284,16 @@ START_TEST(queue_kept_while_another_instance_consumes)
     ck_assert_int_eq(cb.calls, 3);
     ck_assert_int_eq(ca.calls, 0);
     ck_assert_int_eq(F.aev.n, 1); /* the refused delete was a quiet probe */
-    ck_assert_int_eq(F.aev.type[0], MM_EV_CONNECTED);
+    ck_assert_int_eq(F.aev.count[MM_EV_CONNECTED], 1);
 }
 END_TEST
 
 START_TEST(queue_kept_when_not_empty)
 {
     struct counter c = {.route = "keep", .target = 1, .keep_first = true};
-    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
-    ro.prefetch = 1;
-    mm_route_t *r = NULL;
-    ck_assert_int_eq(mm_handle(F.a, "keep", on_msg, &c, &ro, &r), MM_OK);
-    up(F.a);
-    up(F.client);
+    mm_route_t *r = mmt_handle(F.a, "keep", on_msg, &c, 1); /* one task at a time */
+    mmt_connect(F.a);
+    mmt_connect(F.client);
     raw_tasks(&F.raw, F.service, "keep", 3);
     MMT_WAIT(F.base, c.reached, mmt_scale(WAIT_MS));
     ck_assert_int_eq(mm_route_stop(r), MM_OK);
@@ -465,8 +321,8 @@ START_TEST(second_handle_of_a_route_is_refused_until_stopped)
     mm_route_t *r = NULL;
     ck_assert_int_eq(mm_handle(F.a, "dup", on_msg, &first, NULL, &r), MM_OK);
     ck_assert_int_eq(mm_handle(F.a, "dup", on_msg, &second, NULL, NULL), MM_ESTATE);
-    up(F.a);
-    up(F.client);
+    mmt_connect(F.a);
+    mmt_connect(F.client);
     ck_assert_int_eq(mm_handle(F.a, "dup", on_msg, &second, NULL, NULL), MM_ESTATE);
     ck_assert_int_eq(mm_last_code(F.a), MM_ESTATE);
     request_ok("dup", "dup");
@@ -484,8 +340,8 @@ START_TEST(queue_stat_of_another_service)
     ck_assert_int_eq(mm_queue_stat(F.client, F.service, "st", &st), MM_ENOTCONN);
     struct counter c = {.route = "st"};
     ck_assert_int_eq(mm_handle(F.a, "st", on_msg, &c, NULL, NULL), MM_OK);
-    up(F.a);
-    up(F.client);
+    mmt_connect(F.a);
+    mmt_connect(F.client);
     ck_assert_int_eq(mm_queue_stat(F.client, F.service, "st", &st), MM_OK);
     ck_assert_uint_eq(st.messages, 0);
     ck_assert_uint_eq(st.consumers, 1);
@@ -493,7 +349,7 @@ START_TEST(queue_stat_of_another_service)
     ck_assert_int_eq(mm_queue_stat(F.client, F.service, "a..b", &st), MM_ENAME);
     /* a round trip after the probe: any event it queued has been delivered by now */
     request_ok("st", "st");
-    ck_assert_int_eq(count_events(&F.cev, MM_EV_CHANNEL_ERROR), 0);
+    ck_assert_int_eq(F.cev.count[MM_EV_CHANNEL_ERROR], 0);
     ck_assert_int_eq(mm_queue_stat(F.client, F.service, "st", &st), MM_OK);
 }
 END_TEST
@@ -520,13 +376,13 @@ START_TEST(stop_from_inside_its_own_handler)
 {
     struct self_stop s = {.stop_rc = 1, .reply_rc = 1};
     ck_assert_int_eq(mm_handle(F.a, "self", on_self_stop, &s, NULL, &s.route), MM_OK);
-    up(F.a);
-    up(F.client);
-    struct probe p = {0};
+    mmt_connect(F.a);
+    mmt_connect(F.client);
+    struct mmt_probe p = {0};
     mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
     o.timeout_ms = MM_NO_TIMEOUT; /* the broker must not expire it from the queue */
     mm_req_t req;
-    ck_assert_int_eq(mm_request(F.client, F.service, "self", NULL, 0, &o, on_reply, &p, &req),
+    ck_assert_int_eq(mm_request(F.client, F.service, "self", NULL, 0, &o, mmt_on_reply, &p, &req),
                      MM_OK);
     MMT_WAIT(F.base, s.handled, mmt_scale(WAIT_MS));
     ck_assert_int_eq(s.calls, 1);
@@ -541,7 +397,8 @@ START_TEST(stop_from_inside_its_own_handler)
     ck_assert(!p.done);
     ck_assert_int_eq(mm_request_cancel(F.client, req), MM_OK);
     ck_assert(p.done);
-    ck_assert_int_eq(count_events(&F.aev, MM_EV_ERROR), 0);
+    ck_assert_int_eq(F.aev.count[MM_EV_ERROR], 0);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -549,9 +406,7 @@ static Suite *
 suite(void)
 {
     Suite *s = suite_create("routes");
-    TCase *tc = tcase_create("routes");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = mmt_tcase(s, "routes", setup, teardown, 60);
     tcase_add_test(tc, each_route_reaches_its_own_handler);
     tcase_add_test(tc, routes_declared_before_and_after_connect);
     tcase_add_test(tc, stop_deletes_an_idle_queue);
@@ -561,7 +416,6 @@ suite(void)
     tcase_add_test(tc, second_handle_of_a_route_is_refused_until_stopped);
     tcase_add_test(tc, queue_stat_of_another_service);
     tcase_add_test(tc, stop_from_inside_its_own_handler);
-    suite_add_tcase(s, tc);
     return s;
 }
 

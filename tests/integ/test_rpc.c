@@ -12,23 +12,12 @@
 #include <string.h>
 #include <time.h>
 
-#include <amqp.h>
-#include <amqp_tcp_socket.h>
-
 #include "micromsg.h"
 #include "mmt.h"
+#include "mmt_fx.h"
+#include "mmt_peer.h"
 
-#define EV_TYPES 16
 #define MAX_KEPT 8
-
-/* Instance events seen, by type. */
-struct evlog {
-    bool seen[EV_TYPES];
-    int count[EV_TYPES];
-    int code[EV_TYPES];
-    char route[EV_TYPES][160];
-    char rid[EV_TYPES][160];
-};
 
 /* A reply sent from a timer after the handler returned. */
 struct later {
@@ -42,7 +31,7 @@ struct fx {
     struct event_base *base;
     mm_t *server, *client;
     char service[64];
-    struct evlog sev, cev;
+    struct mmt_evlog sev, cev;
     /* what the server's handlers saw */
     int calls;
     bool got;
@@ -55,33 +44,15 @@ struct fx {
     int rc1, rc2, rc3; /* results of settle calls made inside handlers */
     struct later later;
     int later_ms;
+    struct mmt_peer peer; /* a foreign requester, when a test needs one */
 };
 
 static struct fx F;
 
-static void
-on_event(mm_t *mm, const mm_event_t *ev, void *ud)
-{
-    struct evlog *l = ud;
-    (void) mm;
-    if (ev->type <= 0 || ev->type >= EV_TYPES)
-        return;
-    l->seen[ev->type] = true;
-    l->count[ev->type]++;
-    l->code[ev->type] = ev->code;
-    snprintf(l->route[ev->type], sizeof l->route[0], "%s", ev->route ? ev->route : "");
-    snprintf(l->rid[ev->type], sizeof l->rid[0], "%s", ev->request_id ? ev->request_id : "");
-}
-
 static mm_t *
-instance_with(const char *service, const mm_opts_t *base_opts, struct evlog *log)
+instance_with(const char *service, const mm_opts_t *o, struct mmt_evlog *log)
 {
-    mm_opts_t o = *base_opts;
-    o.base = F.base;
-    o.on_event = on_event;
-    o.event_ud = log;
-    mm_t *mm = mm_new(service, &o);
-    ck_assert_ptr_nonnull(mm);
+    mm_t *mm = mmt_instance(F.base, service, o, log);
     ck_assert_int_eq(mm_last_code(mm), MM_OK);
     return mm;
 }
@@ -98,7 +69,7 @@ static void
 setup(void)
 {
     memset(&F, 0, sizeof F);
-    F.base = event_base_new();
+    F.base = mmt_base_new();
     mmt_unique("t-rpc", F.service, sizeof F.service);
     F.server = instance(F.service, MM_CODEC_MSGPACK);
     F.client = instance("t-rpc-client", MM_CODEC_MSGPACK);
@@ -116,8 +87,8 @@ teardown(void)
     if (F.later.ev != NULL)
         event_free(F.later.ev);
     msgpack_sbuffer_destroy(&F.seen);
-    ck_assert_int_eq(event_base_get_num_events(F.base, EVENT_BASE_COUNT_ADDED), 0);
-    event_base_free(F.base);
+    mmt_peer_close(&F.peer);
+    mmt_base_free(F.base);
 }
 
 /* Replace the fixture's instances with ones using these codecs (before connecting). */
@@ -133,19 +104,27 @@ use_codecs(int server_codec, int client_codec)
 static void
 connect_both(void)
 {
-    ck_assert_msg(mm_connect(F.server, mmt_uri()) == MM_OK, "%s", mm_last_error(F.server));
-    ck_assert_msg(mm_connect(F.client, mmt_uri()) == MM_OK, "%s", mm_last_error(F.client));
-}
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+    mmt_connect(F.server);
+    mmt_connect(F.client);
 }
 
 /* ---- server side ---- */
+
+/* The server handles `route` with fn. */
+static void
+serve(const char *route, mm_msg_fn fn)
+{
+    mmt_handle(F.server, route, fn, NULL, 0);
+}
+
+/* The settle calls a handler made (F.rc1, rc2, rc3) returned these. */
+static void
+assert_rcs(int rc1, int rc2, int rc3)
+{
+    ck_assert_int_eq(F.rc1, rc1);
+    ck_assert_int_eq(F.rc2, rc2);
+    ck_assert_int_eq(F.rc3, rc3);
+}
 
 /* Note what arrived: count, raw body, its type, wire size and request id. */
 static void
@@ -212,52 +191,17 @@ on_later(mm_msg_t *msg, void *ud)
 
 /* ---- client side ---- */
 
-struct probe {
-    bool done;
-    int calls, status;
-    msgpack_sbuffer body;
-    char code[64], text[256];
-    mm_msg_t *msg; /* the final message, kept */
-};
-
-static void
-on_reply(mm_msg_t *msg, void *ud)
-{
-    struct probe *p = ud;
-    p->calls++;
-    if (!mm_msg_is_final(msg))
-        return;
-    p->status = mm_msg_status(msg);
-    snprintf(p->code, sizeof p->code, "%s", mm_msg_error_code(msg));
-    snprintf(p->text, sizeof p->text, "%s", mm_msg_error_text(msg));
-    msgpack_sbuffer_init(&p->body);
-    size_t len = 0;
-    const void *raw = mm_msg_body_raw(msg, &len);
-    msgpack_sbuffer_write(&p->body, raw, len);
-    mm_msg_unref(p->msg); /* a second final callback is a bug the tests catch by p->calls */
-    p->msg = mm_msg_ref(msg);
-    p->done = true;
-}
-
-static void
-probe_free(struct probe *p)
-{
-    if (p->done)
-        msgpack_sbuffer_destroy(&p->body);
-    p->msg = mm_msg_unref(p->msg);
-}
-
 static int
 request(const char *route, const void *body, size_t len, const mm_request_opts_t *o,
-        struct probe *p)
+        struct mmt_probe *p)
 {
-    return mm_request(F.client, F.service, route, body, len, o, on_reply, p, NULL);
+    return mm_request(F.client, F.service, route, body, len, o, mmt_on_reply, p, NULL);
 }
 
 /* Send and wait for the final answer. */
 static void
 round_trip(const char *route, const void *body, size_t len, const mm_request_opts_t *o,
-           struct probe *p)
+           struct mmt_probe *p)
 {
     ck_assert_msg(request(route, body, len, o, p) == MM_OK, "%s", mm_last_error(F.client));
     MMT_WAIT(F.base, p->done, mmt_scale(5000));
@@ -268,12 +212,41 @@ round_trip(const char *route, const void *body, size_t len, const mm_request_opt
 static void
 barrier(void)
 {
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     int calls = F.calls;
     round_trip("echo", NULL, 0, NULL, &p);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(F.calls, calls + 1);
-    probe_free(&p);
+    mmt_probe_free(&p);
+}
+
+/* Serve "echo", connect both and send b there; p gets the answer. */
+static void
+echo_round_trip(const mm_body_t *b, struct mmt_probe *p)
+{
+    serve("echo", on_echo);
+    connect_both();
+    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, p);
+}
+
+/* Serve "keep" (on_keep), connect both, send a request there (req: its handle, may be
+ * NULL) and wait until the server holds it, unanswered. */
+static void
+request_kept(struct mmt_probe *p, mm_req_t *req)
+{
+    serve("keep", on_keep);
+    connect_both();
+    ck_assert_int_eq(mm_request(F.client, F.service, "keep", NULL, 0, NULL, mmt_on_reply, p, req),
+                     MM_OK);
+    MMT_WAIT(F.base, F.got, mmt_scale(3000));
+}
+
+/* The raw body got holds exactly b's bytes. */
+static void
+assert_bytes(const msgpack_sbuffer *got, const mm_body_t *b)
+{
+    ck_assert_uint_eq(got->size, mm_body_len(b));
+    ck_assert_mem_eq(got->data, mm_body_data(b), mm_body_len(b));
 }
 
 static msgpack_object
@@ -284,20 +257,6 @@ unpack(const void *data, size_t len, msgpack_zone *z)
     ck_assert_int_eq(msgpack_unpack(data, len, &off, z, &o), MSGPACK_UNPACK_SUCCESS);
     ck_assert_uint_eq(off, len);
     return o;
-}
-
-static const msgpack_object *
-map_get(const msgpack_object *m, const char *key)
-{
-    if (m == NULL || m->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    for (uint32_t i = 0; i < m->via.map.size; i++) {
-        const msgpack_object *k = &m->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
-            memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
-            return &m->via.map.ptr[i].val;
-    }
-    return NULL;
 }
 
 static void
@@ -317,10 +276,12 @@ pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, strlen(s));
 }
 
-/* {"s": "hello", "a": [1, -2, true, null, [3]], "m": {"k": "v"}}; its JSON text below. */
-static void
-pack_map(mm_body_t *b)
+/* A new body {"s": "hello", "a": [1, -2, true, null, [3]], "m": {"k": "v"}}; its JSON
+ * text below. */
+static mm_body_t *
+map_body(void)
 {
+    mm_body_t *b = mm_body_new();
     msgpack_packer *pk = mm_body_packer(b);
     msgpack_pack_map(pk, 3);
     pack_str(pk, "s");
@@ -337,17 +298,19 @@ pack_map(mm_body_t *b)
     msgpack_pack_map(pk, 1);
     pack_str(pk, "k");
     pack_str(pk, "v");
+    return b;
 }
 
 static const char MAP_JSON[] = "{\"s\":\"hello\",\"a\":[1,-2,true,null,[3]],\"m\":{\"k\":\"v\"}}";
 
-/* The decoded bodies are equal (encodings may differ after a JSON trip). */
+/* The raw body got decodes to b's value (encodings may differ after a JSON trip). */
 static void
-assert_same_body(const void *a, size_t alen, const void *b, size_t blen)
+assert_same_value(const msgpack_sbuffer *got, const mm_body_t *b)
 {
     msgpack_zone z;
     msgpack_zone_init(&z, 1024);
-    msgpack_object oa = unpack(a, alen, &z), ob = unpack(b, blen, &z);
+    msgpack_object oa = unpack(got->data, got->size, &z);
+    msgpack_object ob = unpack(mm_body_data(b), mm_body_len(b), &z);
     ck_assert_msg(msgpack_object_equal(oa, ob), "bodies differ");
     msgpack_zone_destroy(&z);
 }
@@ -356,20 +319,14 @@ assert_same_body(const void *a, size_t alen, const void *b, size_t blen)
 
 START_TEST(round_trip_string)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
     mm_body_t *b = mm_body_new();
     mm_body_str(b, "hello");
-    struct probe p = {0};
-    ck_assert_int_eq(mm_request(F.client, F.service, "echo", mm_body_data(b), mm_body_len(b), NULL,
-                                on_reply, &p, NULL),
-                     MM_OK);
-    MMT_WAIT(F.base, p.done, mmt_scale(5000));
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
-    ck_assert_uint_eq(p.body.size, mm_body_len(b));
-    ck_assert_mem_eq(p.body.data, mm_body_data(b), mm_body_len(b));
-    probe_free(&p);
+    assert_bytes(&p.body, b);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
@@ -377,48 +334,40 @@ END_TEST
 START_TEST(round_trip_binary_with_nul_bytes_stays_bin)
 {
     static const char bytes[] = {'a', 0, 'b', 0, (char) 0xff, 0};
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
     mm_body_t *b = mm_body_new();
     ck_assert_int_eq(mm_body_bin(b, bytes, sizeof bytes), MM_OK);
-    struct probe p = {0};
-    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &p);
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     /* The server got a bin, carried as the raw 6 bytes (octet-stream), not as msgpack. */
     ck_assert_int_eq(F.seen_type, MSGPACK_OBJECT_BIN);
     ck_assert_uint_eq(F.seen_size, sizeof bytes);
-    ck_assert_uint_eq(F.seen.size, mm_body_len(b));
-    ck_assert_mem_eq(F.seen.data, mm_body_data(b), mm_body_len(b));
+    assert_bytes(&F.seen, b);
     /* And the client gets the exact same bin back. */
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
     ck_assert_int_eq(mm_msg_body(p.msg)->type, MSGPACK_OBJECT_BIN);
     ck_assert_uint_eq(mm_msg_size(p.msg), sizeof bytes);
-    ck_assert_uint_eq(p.body.size, mm_body_len(b));
-    ck_assert_mem_eq(p.body.data, mm_body_data(b), mm_body_len(b));
-    probe_free(&p);
+    assert_bytes(&p.body, b);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
 
 START_TEST(round_trip_map_with_nested_array)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    mm_body_t *b = mm_body_new();
-    pack_map(b);
-    struct probe p = {0};
-    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &p);
+    mm_body_t *b = map_body();
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     ck_assert_int_eq(F.seen_type, MSGPACK_OBJECT_MAP);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
-    ck_assert_uint_eq(p.body.size, mm_body_len(b));
-    ck_assert_mem_eq(p.body.data, mm_body_data(b), mm_body_len(b));
-    const msgpack_object *a = map_get(mm_msg_body(p.msg), "a");
+    assert_bytes(&p.body, b);
+    const msgpack_object *a = mmt_map_get(mm_msg_body(p.msg), "a");
     ck_assert_ptr_nonnull(a);
     ck_assert_int_eq(a->type, MSGPACK_OBJECT_ARRAY);
     ck_assert_uint_eq(a->via.array.size, 5);
     ck_assert_int_eq(a->via.array.ptr[4].type, MSGPACK_OBJECT_ARRAY);
-    probe_free(&p);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
@@ -434,9 +383,9 @@ on_empty(mm_msg_t *msg, void *ud)
 
 START_TEST(no_body_arrives_as_the_empty_string)
 {
-    ck_assert_int_eq(mm_handle(F.server, "empty", on_empty, NULL, NULL, NULL), MM_OK);
+    serve("empty", on_empty);
     connect_both();
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("empty", NULL, 0, NULL, &p);
     ck_assert_int_eq(F.seen_type, MSGPACK_OBJECT_STR);
     ck_assert_uint_eq(F.seen.size, 1);
@@ -444,7 +393,7 @@ START_TEST(no_body_arrives_as_the_empty_string)
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
     assert_str(mm_msg_body(p.msg), "");
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -453,28 +402,25 @@ END_TEST
 START_TEST(round_trip_json_codec)
 {
     use_codecs(MM_CODEC_JSON, MM_CODEC_JSON);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    mm_body_t *b = mm_body_new();
-    pack_map(b);
-    struct probe p = {0};
-    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &p);
+    mm_body_t *b = map_body();
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     /* JSON text on the wire both ways; the same value after decoding. */
     ck_assert_uint_eq(F.seen_size, strlen(MAP_JSON));
-    assert_same_body(F.seen.data, F.seen.size, mm_body_data(b), mm_body_len(b));
+    assert_same_value(&F.seen, b);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
     ck_assert_uint_eq(mm_msg_size(p.msg), strlen(MAP_JSON));
-    assert_same_body(p.body.data, p.body.size, mm_body_data(b), mm_body_len(b));
-    probe_free(&p);
+    assert_same_value(&p.body, b);
+    mmt_probe_free(&p);
 
     mm_body_reset(b);
     mm_body_str(b, "h\xc3\xa9llo \"q\"");
-    struct probe s = {0};
+    struct mmt_probe s = {0};
     round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &s);
     ck_assert_int_eq(s.status, MM_OK);
     assert_str(mm_msg_body(s.msg), "h\xc3\xa9llo \"q\"");
-    probe_free(&s);
+    mmt_probe_free(&s);
     mm_body_free(b);
 }
 END_TEST
@@ -482,21 +428,18 @@ END_TEST
 START_TEST(json_client_to_msgpack_server_gets_json_reply)
 {
     use_codecs(MM_CODEC_MSGPACK, MM_CODEC_JSON);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    mm_body_t *b = mm_body_new();
-    pack_map(b);
-    struct probe p = {0};
-    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &p);
+    mm_body_t *b = map_body();
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     /* The server reads the JSON request through mm_msg_body like any other. */
     ck_assert_int_eq(F.seen_type, MSGPACK_OBJECT_MAP);
     ck_assert_uint_eq(F.seen_size, strlen(MAP_JSON));
-    assert_same_body(F.seen.data, F.seen.size, mm_body_data(b), mm_body_len(b));
+    assert_same_value(&F.seen, b);
     /* The reply uses the requester's encoding: JSON text (msgpack would be shorter). */
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_uint_eq(mm_msg_size(p.msg), strlen(MAP_JSON));
-    assert_same_body(p.body.data, p.body.size, mm_body_data(b), mm_body_len(b));
-    probe_free(&p);
+    assert_same_value(&p.body, b);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
@@ -504,18 +447,14 @@ END_TEST
 START_TEST(msgpack_client_to_json_server_gets_msgpack_reply)
 {
     use_codecs(MM_CODEC_JSON, MM_CODEC_MSGPACK);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    mm_body_t *b = mm_body_new();
-    pack_map(b);
-    struct probe p = {0};
-    round_trip("echo", mm_body_data(b), mm_body_len(b), NULL, &p);
+    mm_body_t *b = map_body();
+    struct mmt_probe p = {0};
+    echo_round_trip(b, &p);
     ck_assert_uint_eq(F.seen_size, mm_body_len(b));
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_uint_eq(mm_msg_size(p.msg), mm_body_len(b));
-    ck_assert_uint_eq(p.body.size, mm_body_len(b));
-    ck_assert_mem_eq(p.body.data, mm_body_data(b), mm_body_len(b));
-    probe_free(&p);
+    assert_bytes(&p.body, b);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
@@ -530,11 +469,11 @@ START_TEST(body_over_1mb_is_compressed_and_comes_back_exact)
     for (size_t i = 0; i < N; i++)
         s[i] = (char) ('a' + (i * 7 + i / 4096) % 26);
     s[N] = '\0';
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
     mm_body_t *b = mm_body_new();
     ck_assert_int_eq(mm_body_str(b, s), MM_OK);
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("echo", mm_body_data(b), mm_body_len(b), NULL, &p), MM_OK);
     MMT_WAIT(F.base, p.done, mmt_scale(15000));
     /* Smaller on the wire than the body both ways: gzip. */
@@ -545,7 +484,7 @@ START_TEST(body_over_1mb_is_compressed_and_comes_back_exact)
     ck_assert_uint_lt(mm_msg_size(p.msg), N);
     ck_assert_uint_eq(p.body.size, mm_body_len(b));
     ck_assert_int_eq(memcmp(p.body.data, mm_body_data(b), mm_body_len(b)), 0);
-    probe_free(&p);
+    mmt_probe_free(&p);
     mm_body_free(b);
     free(s);
 }
@@ -563,24 +502,24 @@ on_reject(mm_msg_t *msg, void *ud)
 
 START_TEST(reject_gives_EREMOTE_with_the_error_object)
 {
-    ck_assert_int_eq(mm_handle(F.server, "find", on_reject, NULL, NULL, NULL), MM_OK);
+    serve("find", on_reject);
     connect_both();
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("find", NULL, 0, NULL, &p);
     ck_assert_int_eq(p.status, MM_EREMOTE);
     ck_assert_int_eq(p.calls, 1);
     ck_assert_str_eq(p.code, "notFound");
     ck_assert_str_eq(p.text, "no such thing");
-    const msgpack_object *e = map_get(mm_msg_body(p.msg), "error");
+    const msgpack_object *e = mmt_map_get(mm_msg_body(p.msg), "error");
     ck_assert_ptr_nonnull(e);
-    assert_str(map_get(e, "codeString"), "notFound");
-    assert_str(map_get(e, "message"), "no such thing");
-    const msgpack_object *code = map_get(e, "code");
+    assert_str(mmt_map_get(e, "codeString"), "notFound");
+    assert_str(mmt_map_get(e, "message"), "no such thing");
+    const msgpack_object *code = mmt_map_get(e, "code");
     ck_assert_ptr_nonnull(code);
     ck_assert_int_eq(code->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
     ck_assert_uint_eq(code->via.u64, 500);
-    ck_assert_ptr_null(map_get(e, "stack"));
-    probe_free(&p);
+    ck_assert_ptr_null(mmt_map_get(e, "stack"));
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -588,12 +527,12 @@ END_TEST
 
 START_TEST(client_timeout_and_server_side_expiry)
 {
-    ck_assert_int_eq(mm_handle(F.server, "keep", on_keep, NULL, NULL, NULL), MM_OK);
+    serve("keep", on_keep);
     connect_both();
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.timeout_ms = 300;
     ro.request_id = "t-expire-1";
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("keep", NULL, 0, &ro, &p), MM_OK);
     MMT_WAIT(F.base, p.done, mmt_scale(3000));
     ck_assert_int_eq(p.status, MM_ETIMEDOUT);
@@ -604,13 +543,13 @@ START_TEST(client_timeout_and_server_side_expiry)
     MMT_WAIT(F.base, F.sev.seen[MM_EV_EXPIRED], mmt_scale(3000));
     ck_assert_int_eq(F.sev.count[MM_EV_EXPIRED], 1);
     ck_assert_int_eq(F.sev.code[MM_EV_EXPIRED], MM_ETIMEDOUT);
-    ck_assert_str_eq(F.sev.rid[MM_EV_EXPIRED], "t-expire-1");
+    ck_assert_str_eq(F.sev.request_id[MM_EV_EXPIRED], "t-expire-1");
     ck_assert_str_eq(F.sev.route[MM_EV_EXPIRED], "keep");
     /* ...and refuses to answer it later: nothing is sent. */
     ck_assert_int_eq(mm_msg_reply(F.kept[0], NULL, 0), MM_ETIMEDOUT);
     ck_assert_int_eq(p.calls, 1);
     ck_assert(!F.cev.seen[MM_EV_UNHANDLED]);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -633,12 +572,10 @@ on_slow(mm_msg_t *msg, void *ud)
  * The library's own check of a request that does arrive late is the next test. */
 START_TEST(request_queued_past_its_deadline_is_not_handled)
 {
-    mm_route_opts_t o = MM_ROUTE_OPTS_INIT;
-    o.prefetch = 1;
     F.later_ms = 600;
-    ck_assert_int_eq(mm_handle(F.server, "slow", on_slow, NULL, &o, NULL), MM_OK);
+    mmt_handle(F.server, "slow", on_slow, NULL, 1); /* one at a time */
     connect_both();
-    struct probe first = {0}, second = {0}, third = {0};
+    struct mmt_probe first = {0}, second = {0}, third = {0};
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.timeout_ms = mmt_scale(5000);
     ck_assert_int_eq(request("slow", NULL, 0, &ro, &first), MM_OK);
@@ -659,57 +596,34 @@ START_TEST(request_queued_past_its_deadline_is_not_handled)
     ck_assert_int_eq(F.calls, 2);
     ck_assert_str_ne(F.seen_rid, "t-late-2");
     ck_assert_int_eq(second.calls, 1);
-    probe_free(&first);
-    probe_free(&second);
-    probe_free(&third);
+    mmt_probe_free(&first);
+    mmt_probe_free(&second);
+    mmt_probe_free(&third);
 }
 END_TEST
 
-/* A foreign peer (raw rabbitmq-c, blocking): one request straight into
- * q.requests.<service>.<route> with the given __mms iat/eat and no AMQP expiration,
- * so the broker delivers it whatever its deadline says. */
+/* A foreign peer (mmt_peer): one request straight into q.requests.<service>.<route>
+ * with the given __mms iat/eat and no AMQP expiration, so the broker delivers it
+ * whatever its deadline says. Queued when this returns (publisher confirm). */
 static void
 raw_request(const char *route, int64_t iat, int64_t eat, const char *request_id)
 {
-    char *u = strdup(mmt_uri()), queue[256];
-    struct amqp_connection_info ci;
-    ck_assert_int_eq(amqp_parse_url(u, &ci), AMQP_STATUS_OK);
-    amqp_connection_state_t c = amqp_new_connection();
-    amqp_socket_t *s = amqp_tcp_socket_new(c);
-    ck_assert_int_eq(amqp_socket_open(s, ci.host, ci.port), AMQP_STATUS_OK);
-    amqp_rpc_reply_t r =
-        amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
-    ck_assert_int_eq(r.reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_channel_open(c, 1);
-    ck_assert_int_eq(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_table_entry_t mms[] = {
-        {amqp_cstring_bytes("route"),
-         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(route)}},
-        {amqp_cstring_bytes("iat"), {.kind = AMQP_FIELD_KIND_I64, .value.i64 = iat}},
-        {amqp_cstring_bytes("eat"), {.kind = AMQP_FIELD_KIND_I64, .value.i64 = eat}},
-    };
-    amqp_table_entry_t h[] = {
-        {amqp_cstring_bytes("__mms"), {.kind = AMQP_FIELD_KIND_TABLE, .value.table = {3, mms}}},
-        {amqp_cstring_bytes("idRequest"),
-         {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(request_id)}},
-    };
-    amqp_basic_properties_t p = {
-        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG |
-                  AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG,
-        .content_type = amqp_cstring_bytes("application/msgpack"),
-        .headers = {2, h},
-        .correlation_id = amqp_cstring_bytes("00000000-0000-4000-8000-000000000000"),
-        .reply_to = amqp_cstring_bytes("q.replyQueue.t-rpc-raw.none"),
-    };
-    snprintf(queue, sizeof queue, "q.requests.%s.%s", F.service, route);
-    ck_assert_int_eq(amqp_basic_publish(c, 1, amqp_empty_bytes, amqp_cstring_bytes(queue), 0, 0, &p,
-                                        (amqp_bytes_t){1, (void *) "\xa0"}),
-                     AMQP_STATUS_OK);
-    /* The close round trip orders after the publish: the broker has it queued. */
-    ck_assert_int_eq(amqp_channel_close(c, 1, AMQP_REPLY_SUCCESS).reply_type, AMQP_RESPONSE_NORMAL);
-    amqp_connection_close(c, AMQP_REPLY_SUCCESS);
-    amqp_destroy_connection(c);
-    free(u);
+    char queue[256];
+    struct mmt_table mms = {0}, h = {0};
+    mmt_table_str(&mms, "route", route);
+    mmt_table_i64(&mms, "iat", iat);
+    mmt_table_i64(&mms, "eat", eat);
+    mmt_table_table(&h, "__mms", &mms);
+    mmt_table_str(&h, "idRequest", request_id);
+    struct mmt_props props = {.content_type = "application/msgpack",
+                              .headers = &h,
+                              .correlation_id = "00000000-0000-4000-8000-000000000000",
+                              .reply_to = "q.replyQueue.t-rpc-raw.none"};
+    mmt_peer_open(&F.peer);
+    mmt_peer_use_confirms(&F.peer);
+    mmt_request_queue(queue, sizeof queue, F.service, route);
+    mmt_peer_publish(&F.peer, queue, &props, MMT_BYTES("\xa0"));
+    mmt_peer_confirmed(&F.peer, mmt_scale(5000));
 }
 
 static int64_t
@@ -722,24 +636,22 @@ wall_ms(void)
 
 START_TEST(request_arriving_past_its_deadline_is_acked_not_handled)
 {
-    mm_route_opts_t o = MM_ROUTE_OPTS_INIT;
-    o.prefetch = 1;
-    ck_assert_int_eq(mm_handle(F.server, "late", on_echo, NULL, &o, NULL), MM_OK);
+    mmt_handle(F.server, "late", on_echo, NULL, 1); /* one at a time */
     connect_both();
     int64_t now = wall_ms();
     raw_request("late", now - 10000, now - 5000, "t-late-raw");
     MMT_WAIT(F.base, F.sev.seen[MM_EV_EXPIRED], mmt_scale(3000));
     ck_assert_int_eq(F.sev.code[MM_EV_EXPIRED], MM_ETIMEDOUT);
-    ck_assert_str_eq(F.sev.rid[MM_EV_EXPIRED], "t-late-raw");
+    ck_assert_str_eq(F.sev.request_id[MM_EV_EXPIRED], "t-late-raw");
     ck_assert_str_eq(F.sev.route[MM_EV_EXPIRED], "late");
     ck_assert_int_eq(F.calls, 0);
     /* With prefetch 1, the next request is only delivered if the late one was acked. */
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("late", NULL, 0, NULL, &p);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(F.calls, 1);
     ck_assert_int_eq(F.sev.count[MM_EV_EXPIRED], 1);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -750,11 +662,11 @@ START_TEST(unroutable_request_fails_fast)
     connect_both();
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.timeout_ms = 10000;
-    struct probe p = {0};
-    uint64_t t0 = now_ms();
+    struct mmt_probe p = {0};
+    uint64_t t0 = mmt_now_ms();
     ck_assert_int_eq(request("nobody", NULL, 0, &ro, &p), MM_OK);
     MMT_WAIT(F.base, p.done, mmt_scale(5000));
-    uint64_t took = now_ms() - t0;
+    uint64_t took = mmt_now_ms() - t0;
     ck_assert_int_eq(p.status, MM_ENOROUTE);
     ck_assert_str_eq(p.code, "unroutable");
     ck_assert_int_eq(p.calls, 1);
@@ -763,7 +675,7 @@ START_TEST(unroutable_request_fails_fast)
      * only when CK_TIMEOUT_MULTIPLIER says the build is slow (sanitizers, valgrind). */
     ck_assert_msg(took < (uint64_t) mmt_scale(100), "unroutable took %llu ms",
                   (unsigned long long) took);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -777,11 +689,11 @@ START_TEST(no_timeout_request_answered_late_succeeds)
     mm_free(F.client);
     F.client = instance_with("t-rpc-client", &o, &F.cev);
     F.later_ms = 400;
-    ck_assert_int_eq(mm_handle(F.server, "later", on_later, NULL, NULL, NULL), MM_OK);
+    serve("later", on_later);
     connect_both();
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.timeout_ms = MM_NO_TIMEOUT;
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("later", NULL, 0, &ro, &p), MM_OK);
     MMT_WAIT(F.base, p.done, mmt_scale(5000));
     ck_assert(F.later.fired);
@@ -789,16 +701,16 @@ START_TEST(no_timeout_request_answered_late_succeeds)
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
     ck_assert(!F.sev.seen[MM_EV_EXPIRED]);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
 START_TEST(negative_timeout_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     int64_t bad[] = {-2, -300, INT64_MIN};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ro.timeout_ms = bad[i];
@@ -815,13 +727,9 @@ END_TEST
 
 START_TEST(cancel_runs_the_callback_once_and_drops_the_late_answer)
 {
-    ck_assert_int_eq(mm_handle(F.server, "keep", on_keep, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     mm_req_t req = {0};
-    ck_assert_int_eq(mm_request(F.client, F.service, "keep", NULL, 0, NULL, on_reply, &p, &req),
-                     MM_OK);
-    MMT_WAIT(F.base, F.got, mmt_scale(3000));
+    request_kept(&p, &req);
     ck_assert_int_eq(p.calls, 0);
     ck_assert_int_eq(mm_request_cancel(F.client, req), MM_OK);
     /* The callback ran inside the cancel. */
@@ -835,7 +743,7 @@ START_TEST(cancel_runs_the_callback_once_and_drops_the_late_answer)
     MMT_WAIT(F.base, F.cev.seen[MM_EV_UNHANDLED], mmt_scale(3000));
     ck_assert_int_eq(F.cev.count[MM_EV_UNHANDLED], 1);
     ck_assert_int_eq(p.calls, 1);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -844,11 +752,11 @@ END_TEST
 START_TEST(reply_from_a_timer_after_the_handler_returned)
 {
     F.later_ms = 200;
-    ck_assert_int_eq(mm_handle(F.server, "later", on_later, NULL, NULL, NULL), MM_OK);
+    serve("later", on_later);
     connect_both();
     mm_body_t *b = mm_body_new();
     mm_body_str(b, "async");
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("later", mm_body_data(b), mm_body_len(b), NULL, &p), MM_OK);
     MMT_WAIT(F.base, F.got, mmt_scale(3000));
     ck_assert(!F.later.fired);
@@ -857,10 +765,9 @@ START_TEST(reply_from_a_timer_after_the_handler_returned)
     ck_assert_int_eq(F.later.rc, MM_OK);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
-    ck_assert_uint_eq(p.body.size, mm_body_len(b));
-    ck_assert_mem_eq(p.body.data, mm_body_data(b), mm_body_len(b));
+    assert_bytes(&p.body, b);
     ck_assert(!F.sev.seen[MM_EV_ERROR]);
-    probe_free(&p);
+    mmt_probe_free(&p);
     mm_body_free(b);
 }
 END_TEST
@@ -879,19 +786,17 @@ on_reply_twice(mm_msg_t *msg, void *ud)
 
 START_TEST(second_reply_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "twice", on_reply_twice, NULL, NULL, NULL), MM_OK);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("twice", on_reply_twice);
+    serve("echo", on_echo);
     connect_both();
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("twice", NULL, 0, NULL, &p);
-    ck_assert_int_eq(F.rc1, MM_OK);
-    ck_assert_int_eq(F.rc2, MM_ESTATE);
-    ck_assert_int_eq(F.rc3, MM_ESTATE);
+    assert_rcs(MM_OK, MM_ESTATE, MM_ESTATE);
     ck_assert_int_eq(p.status, MM_OK);
     barrier(); /* a second answer would have arrived before the barrier's */
     ck_assert_int_eq(p.calls, 1);
     ck_assert(!F.cev.seen[MM_EV_UNHANDLED]);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -907,20 +812,18 @@ on_end_then_write(mm_msg_t *msg, void *ud)
 
 START_TEST(write_after_end_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "stream", on_end_then_write, NULL, NULL, NULL), MM_OK);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("stream", on_end_then_write);
+    serve("echo", on_echo);
     connect_both();
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("stream", NULL, 0, NULL, &p);
-    ck_assert_int_eq(F.rc1, MM_OK);
-    ck_assert_int_eq(F.rc2, MM_ESTATE);
-    ck_assert_int_eq(F.rc3, MM_ESTATE);
+    assert_rcs(MM_OK, MM_ESTATE, MM_ESTATE);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_uint_eq(mm_msg_part_count(p.msg), 1);
     barrier();
     ck_assert_int_eq(p.calls, 1);
     ck_assert(!F.cev.seen[MM_EV_UNHANDLED]);
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -942,9 +845,7 @@ START_TEST(reply_to_an_event_is_refused)
     connect_both();
     ck_assert_int_eq(mm_emit(F.client, F.service, "tick", NULL, 0, NULL), MM_OK);
     MMT_WAIT(F.base, F.got, mmt_scale(3000));
-    ck_assert_int_eq(F.rc1, MM_ESTATE);
-    ck_assert_int_eq(F.rc2, MM_ESTATE);
-    ck_assert_int_eq(F.rc3, MM_ESTATE);
+    assert_rcs(MM_ESTATE, MM_ESTATE, MM_ESTATE);
     ck_assert_int_eq(F.calls, 1);
 }
 END_TEST
@@ -960,11 +861,11 @@ on_forget(mm_msg_t *msg, void *ud)
 
 START_TEST(unsettled_request_is_answered_notHandled)
 {
-    ck_assert_int_eq(mm_handle(F.server, "forget", on_forget, NULL, NULL, NULL), MM_OK);
+    serve("forget", on_forget);
     connect_both();
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.request_id = "t-forget-1";
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("forget", NULL, 0, &ro, &p);
     ck_assert_int_eq(p.status, MM_EREMOTE);
     ck_assert_str_eq(p.code, "notHandled");
@@ -972,8 +873,8 @@ START_TEST(unsettled_request_is_answered_notHandled)
     MMT_WAIT(F.base, F.sev.seen[MM_EV_ERROR], mmt_scale(3000));
     ck_assert_int_eq(F.sev.count[MM_EV_ERROR], 1);
     ck_assert_str_eq(F.sev.route[MM_EV_ERROR], "forget");
-    ck_assert_str_eq(F.sev.rid[MM_EV_ERROR], "t-forget-1");
-    probe_free(&p);
+    ck_assert_str_eq(F.sev.request_id[MM_EV_ERROR], "t-forget-1");
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -993,7 +894,7 @@ on_headers(mm_msg_t *msg, void *ud)
 
 START_TEST(request_id_and_user_headers_arrive)
 {
-    ck_assert_int_eq(mm_handle(F.server, "hdr", on_headers, NULL, NULL, NULL), MM_OK);
+    serve("hdr", on_headers);
     connect_both();
     mm_body_t *h = mm_body_new();
     msgpack_packer *pk = mm_body_packer(h);
@@ -1006,7 +907,7 @@ START_TEST(request_id_and_user_headers_arrive)
     ro.request_id = "abc-123";
     ro.headers = mm_body_data(h);
     ro.headers_len = mm_body_len(h);
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     round_trip("hdr", NULL, 0, &ro, &p);
     ck_assert_ptr_nonnull(hdr_seen);
     ck_assert_str_eq(mm_msg_request_id(hdr_seen), "abc-123");
@@ -1020,14 +921,14 @@ START_TEST(request_id_and_user_headers_arrive)
     hdr_seen = mm_msg_unref(hdr_seen);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_str_eq(mm_msg_request_id(p.msg), "abc-123");
-    probe_free(&p);
+    mmt_probe_free(&p);
     mm_body_free(h);
 }
 END_TEST
 
 START_TEST(reserved_header_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
     mm_body_t *h = mm_body_new();
     msgpack_packer *pk = mm_body_packer(h);
@@ -1039,7 +940,7 @@ START_TEST(reserved_header_is_refused)
     mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
     ro.headers = mm_body_data(h);
     ro.headers_len = mm_body_len(h);
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("echo", NULL, 0, &ro, &p), MM_EINVAL);
     barrier();
     ck_assert_int_eq(p.calls, 0);
@@ -1052,7 +953,7 @@ END_TEST
 
 START_TEST(request_sync_returns_the_reply)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
     mm_body_t *b = mm_body_new();
     mm_body_str(b, "sync");
@@ -1080,17 +981,25 @@ on_sync_inside(mm_msg_t *msg, void *ud)
     ck_assert_int_eq(mm_msg_reply(msg, NULL, 0), MM_OK);
 }
 
+/* Serve "echo" and "inside" (on_sync_inside, calling on `caller`), connect both and send
+ * one request to "inside"; p gets its answer. */
+static void
+round_trip_sync_inside(mm_t *caller, struct mmt_probe *p)
+{
+    serve("echo", on_echo);
+    ck_assert_int_eq(mm_handle(F.server, "inside", on_sync_inside, caller, NULL, NULL), MM_OK);
+    connect_both();
+    round_trip("inside", NULL, 0, NULL, p);
+}
+
 START_TEST(request_sync_inside_a_handler_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    ck_assert_int_eq(mm_handle(F.server, "inside", on_sync_inside, F.server, NULL, NULL), MM_OK);
-    connect_both();
-    struct probe p = {0};
-    round_trip("inside", NULL, 0, NULL, &p);
+    struct mmt_probe p = {0};
+    round_trip_sync_inside(F.server, &p);
     ck_assert_int_eq(F.rc1, MM_ESTATE);
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(F.calls, 1); /* the refused sync request was never sent */
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -1098,16 +1007,13 @@ END_TEST
  * nested event_base_loop), so the blocking call cannot work there either. */
 START_TEST(request_sync_inside_another_instances_handler_is_refused)
 {
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
-    ck_assert_int_eq(mm_handle(F.server, "inside", on_sync_inside, F.client, NULL, NULL), MM_OK);
-    connect_both();
-    struct probe p = {0};
-    round_trip("inside", NULL, 0, NULL, &p);
+    struct mmt_probe p = {0};
+    round_trip_sync_inside(F.client, &p);
     ck_assert_int_eq(F.rc1, MM_ESTATE);
     ck_assert_int_eq(p.status, MM_OK);
     barrier();
     ck_assert_int_eq(F.calls, 2); /* "inside" and the barrier: the sync request was not sent */
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -1128,34 +1034,28 @@ END_TEST
 
 START_TEST(close_fails_pending_request_from_the_loop)
 {
-    ck_assert_int_eq(mm_handle(F.server, "keep", on_keep, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    struct probe p = {0};
-    ck_assert_int_eq(request("keep", NULL, 0, NULL, &p), MM_OK);
-    MMT_WAIT(F.base, F.got, mmt_scale(3000));
+    struct mmt_probe p = {0};
+    request_kept(&p, NULL);
     ck_assert_int_eq(mm_close(F.client), MM_OK);
     ck_assert_int_eq(p.calls, 0); /* not from inside mm_close */
     MMT_WAIT(F.base, p.done, mmt_scale(3000));
     ck_assert_int_eq(p.calls, 1);
     ck_assert_int_eq(p.status, MM_EDISCONNECTED);
     ck_assert_str_eq(p.code, "notConnected");
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
 START_TEST(free_fails_pending_request_with_ECLOSED)
 {
-    ck_assert_int_eq(mm_handle(F.server, "keep", on_keep, NULL, NULL, NULL), MM_OK);
-    connect_both();
-    struct probe p = {0};
-    ck_assert_int_eq(request("keep", NULL, 0, NULL, &p), MM_OK);
-    MMT_WAIT(F.base, F.got, mmt_scale(3000));
+    struct mmt_probe p = {0};
+    request_kept(&p, NULL);
     mm_free(F.client);
     F.client = NULL;
     ck_assert_int_eq(p.calls, 1);
     ck_assert_int_eq(p.status, MM_ECLOSED);
     ck_assert_str_eq(p.code, "closed");
-    probe_free(&p);
+    mmt_probe_free(&p);
 }
 END_TEST
 
@@ -1163,15 +1063,15 @@ END_TEST
 
 START_TEST(bad_names_and_not_connected_are_refused)
 {
-    struct probe p = {0};
+    struct mmt_probe p = {0};
     ck_assert_int_eq(request("echo", NULL, 0, NULL, &p), MM_ENOTCONN);
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
-    ck_assert_int_eq(mm_request(F.client, "bad name", "echo", NULL, 0, NULL, on_reply, &p, NULL),
+    ck_assert_int_eq(
+        mm_request(F.client, "bad name", "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL), MM_ENAME);
+    ck_assert_int_eq(mm_request(F.client, F.service, "", NULL, 0, NULL, mmt_on_reply, &p, NULL),
                      MM_ENAME);
-    ck_assert_int_eq(mm_request(F.client, F.service, "", NULL, 0, NULL, on_reply, &p, NULL),
-                     MM_ENAME);
-    ck_assert_int_eq(mm_request(F.client, F.service, NULL, NULL, 0, NULL, on_reply, &p, NULL),
+    ck_assert_int_eq(mm_request(F.client, F.service, NULL, NULL, 0, NULL, mmt_on_reply, &p, NULL),
                      MM_ENAME);
     barrier();
     ck_assert_int_eq(p.calls, 0);
@@ -1204,7 +1104,7 @@ on_slot(mm_msg_t *msg, void *ud)
 START_TEST(many_requests_in_flight_each_answered_once)
 {
     static struct slot slots[IN_FLIGHT];
-    ck_assert_int_eq(mm_handle(F.server, "echo", on_echo, NULL, NULL, NULL), MM_OK);
+    serve("echo", on_echo);
     connect_both();
     slots_done = 0;
     slots_all = false;
@@ -1236,9 +1136,7 @@ static Suite *
 suite(void)
 {
     Suite *s = suite_create("rpc");
-    TCase *tc = tcase_create("rpc");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = mmt_tcase(s, "rpc", setup, teardown, 60);
     tcase_add_test(tc, round_trip_string);
     tcase_add_test(tc, round_trip_binary_with_nul_bytes_stays_bin);
     tcase_add_test(tc, round_trip_map_with_nested_array);
@@ -1270,7 +1168,6 @@ suite(void)
     tcase_add_test(tc, free_fails_pending_request_with_ECLOSED);
     tcase_add_test(tc, bad_names_and_not_connected_are_refused);
     tcase_add_test(tc, many_requests_in_flight_each_answered_once);
-    suite_add_tcase(s, tc);
     return s;
 }
 

@@ -19,6 +19,7 @@
 
 #include "micromsg.h"
 #include "mmt.h"
+#include "mmt_fx.h"
 
 #define N_WORKERS 3
 #define N_TASKS 300
@@ -36,17 +37,11 @@ struct child {
     int ids[N_TASKS];
 };
 
-struct evlog {
-    bool unroutable;
-    int code;
-    char route[256], request_id[64];
-};
-
 struct fx {
     struct event_base *base;
     mm_t *client, *worker;
     char service[64];
-    struct evlog ev;
+    struct mmt_evlog ev; /* the client's and the worker's events */
     struct child kids[N_WORKERS];
     int nkids;
     bool all_ready, all_in, all_eof;
@@ -56,45 +51,13 @@ struct fx {
 static struct fx F;
 
 static void
-on_event(mm_t *mm, const mm_event_t *ev, void *ud)
-{
-    struct evlog *l = ud;
-    (void) mm;
-    if (ev->type != MM_EV_UNROUTABLE)
-        return;
-    l->code = ev->code;
-    snprintf(l->route, sizeof l->route, "%s", ev->route ? ev->route : "");
-    snprintf(l->request_id, sizeof l->request_id, "%s", ev->request_id ? ev->request_id : "");
-    l->unroutable = true;
-}
-
-static mm_t *
-instance(const char *service)
-{
-    mm_opts_t o = MM_OPTS_INIT;
-    o.base = F.base;
-    o.on_event = on_event;
-    o.event_ud = &F.ev;
-    mm_t *mm = mm_new(service, &o);
-    ck_assert_ptr_nonnull(mm);
-    return mm;
-}
-
-static void
-connect_ok(mm_t *mm)
-{
-    ck_assert_msg(mm_connect(mm, mmt_uri()) == MM_OK, "%s", mm_last_error(mm));
-}
-
-static void
 setup(void)
 {
     memset(&F, 0, sizeof F);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
+    F.base = mmt_base_new();
     mmt_unique("tasks", F.service, sizeof F.service);
-    F.client = instance("t-tasks-client");
-    F.worker = instance(F.service);
+    F.client = mmt_instance(F.base, "t-tasks-client", NULL, &F.ev);
+    F.worker = mmt_instance(F.base, F.service, NULL, &F.ev);
 }
 
 /* Kill and reap every child still there (failure paths), free the pipes. */
@@ -123,8 +86,7 @@ teardown(void)
     reap_all();
     mm_free(F.client);
     mm_free(F.worker);
-    ck_assert_int_eq(event_base_get_num_events(F.base, EVENT_BASE_COUNT_ADDED), 0);
-    event_base_free(F.base);
+    mmt_base_free(F.base);
 }
 
 /* ---- bodies ---- */
@@ -313,7 +275,7 @@ START_TEST(workers_share_tasks_exactly_once)
     for (int i = 0; i < N_WORKERS; i++)
         spawn("work", MODE_ACK);
     MMT_WAIT(F.base, F.all_ready, mmt_scale(15000));
-    connect_ok(F.client);
+    mmt_connect(F.client);
     F.want_in = N_TASKS;
     for (int id = 0; id < N_TASKS; id++)
         task("work", id, NULL);
@@ -405,12 +367,9 @@ wait_ready_count(mm_route_t *r, uint32_t want)
 START_TEST(settle_after_the_handler_returned)
 {
     struct held h = {0};
-    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
-    ro.prefetch = 1;
-    mm_route_t *r = NULL;
-    ck_assert_int_eq(mm_handle(F.worker, "slow", on_hold, &h, &ro, &r), MM_OK);
-    connect_ok(F.worker);
-    connect_ok(F.client);
+    mm_route_t *r = mmt_handle(F.worker, "slow", on_hold, &h, 1); /* one task at a time */
+    mmt_connect(F.worker);
+    mmt_connect(F.client);
     task("slow", 1, NULL);
     task("slow", 2, NULL);
     MMT_WAIT(F.base, h.got[1], mmt_scale(5000));
@@ -451,7 +410,7 @@ START_TEST(killed_worker_task_is_redelivered)
     struct child *k = spawn("crash", MODE_HOLD);
     F.want_in = 1;
     MMT_WAIT(F.base, F.all_ready, mmt_scale(15000));
-    connect_ok(F.client);
+    mmt_connect(F.client);
     task("crash", 42, "crash-task");
     MMT_WAIT(F.base, F.all_in, mmt_scale(5000)); /* the child holds it, unacked */
     ck_assert_int_eq(k->ids[0], 42);
@@ -460,7 +419,7 @@ START_TEST(killed_worker_task_is_redelivered)
     ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     struct held h = {0};
     ck_assert_int_eq(mm_handle(F.worker, "crash", on_hold, &h, NULL, NULL), MM_OK);
-    connect_ok(F.worker);
+    mmt_connect(F.worker);
     MMT_WAIT(F.base, h.got[1], mmt_scale(10000));
     ck_assert_int_eq(h.ids[0], 42);
     ck_assert_int_eq(h.redelivered[0], 1);
@@ -474,12 +433,12 @@ END_TEST
 
 START_TEST(task_to_nobody_is_unroutable)
 {
-    connect_ok(F.client);
+    mmt_connect(F.client);
     task("nobody", 7, "rid-unroutable");
-    MMT_WAIT(F.base, F.ev.unroutable, mmt_scale(5000));
-    ck_assert_int_eq(F.ev.code, MM_ENOROUTE);
-    ck_assert_str_eq(F.ev.request_id, "rid-unroutable");
-    ck_assert_ptr_nonnull(strstr(F.ev.route, "nobody"));
+    MMT_WAIT(F.base, F.ev.seen[MM_EV_UNROUTABLE], mmt_scale(5000));
+    ck_assert_int_eq(F.ev.code[MM_EV_UNROUTABLE], MM_ENOROUTE);
+    ck_assert_str_eq(F.ev.request_id[MM_EV_UNROUTABLE], "rid-unroutable");
+    ck_assert_ptr_nonnull(strstr(F.ev.route[MM_EV_UNROUTABLE], "nobody"));
 }
 END_TEST
 
@@ -512,12 +471,9 @@ on_reject_first(mm_msg_t *msg, void *ud)
 START_TEST(reject_drops_the_task)
 {
     struct rej r = {0};
-    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
-    ro.prefetch = 1;
-    mm_route_t *route = NULL;
-    ck_assert_int_eq(mm_handle(F.worker, "rej", on_reject_first, &r, &ro, &route), MM_OK);
-    connect_ok(F.worker);
-    connect_ok(F.client);
+    mm_route_t *route = mmt_handle(F.worker, "rej", on_reject_first, &r, 1); /* one at a time */
+    mmt_connect(F.worker);
+    mmt_connect(F.client);
     task("rej", 1, NULL);
     task("rej", 2, NULL); /* behind it: a requeued task 1 would come first */
     MMT_WAIT(F.base, r.sentinel, mmt_scale(5000));
@@ -538,15 +494,12 @@ static Suite *
 suite(void)
 {
     Suite *s = suite_create("tasks");
-    TCase *tc = tcase_create("tasks");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = mmt_tcase(s, "tasks", setup, teardown, 60);
     tcase_add_test(tc, workers_share_tasks_exactly_once);
     tcase_add_test(tc, settle_after_the_handler_returned);
     tcase_add_test(tc, killed_worker_task_is_redelivered);
     tcase_add_test(tc, task_to_nobody_is_unroutable);
     tcase_add_test(tc, reject_drops_the_task);
-    suite_add_tcase(s, tc);
     return s;
 }
 

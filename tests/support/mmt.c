@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void
@@ -87,6 +88,25 @@ mmt_scale(int ms)
     const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
     int k = m ? atoi(m) : 1;
     return ms * (k > 0 ? k : 1);
+}
+
+uint64_t
+mmt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+TCase *
+mmt_tcase(Suite *s, const char *name, SFun setup, SFun teardown, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+    if (setup != NULL || teardown != NULL)
+        tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, timeout_s);
+    suite_add_tcase(s, tc);
+    return tc;
 }
 
 int

@@ -8,6 +8,7 @@
 
 #include <check.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct event_base;
 
@@ -31,6 +32,13 @@ int mmt_kill_connection(int local_port);
 
 /* The timeout multiplier for slow builds (sanitizers): $CK_TIMEOUT_MULTIPLIER, default 1. */
 int mmt_scale(int ms);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t mmt_now_ms(void);
+
+/* A test case named `name` added to s, with a checked fixture (setup and teardown may
+ * be NULL) and a timeout of timeout_s seconds (scaled by Check's CK_TIMEOUT_MULTIPLIER). */
+TCase *mmt_tcase(Suite *s, const char *name, SFun setup, SFun teardown, int timeout_s);
 
 /* Run a suite; exit status for main(). */
 int mmt_run(Suite *s);
