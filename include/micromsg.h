@@ -140,19 +140,19 @@ typedef enum mm_event_type {
     MM_EV_BLOCKED = 4,       /* the broker blocked publishing (resource alarm) */
     MM_EV_UNBLOCKED = 5,     /* publishing is allowed again */
     MM_EV_ERROR = 6,         /* any other asynchronous failure (bad input: code says what) */
-    MM_EV_EXPIRED = 7,       /* a request's deadline passed before it was answered: acked, dropped */
-    MM_EV_UNHANDLED = 8,     /* a message nobody handles: no handler for its route, or an
-                                answer whose request is gone (timed out, canceled) */
-    MM_EV_UNROUTABLE = 9,    /* the broker returned a task: no queue for its route */
+    MM_EV_EXPIRED = 7,    /* a request's deadline passed before it was answered: acked, dropped */
+    MM_EV_UNHANDLED = 8,  /* a message nobody handles: no handler for its route, or an
+                             answer whose request is gone (timed out, canceled) */
+    MM_EV_UNROUTABLE = 9, /* the broker returned a task: no queue for its route */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
 typedef struct mm_event {
     mm_event_type type;
-    int code;         /* MM_OK or an MM_E* code */
-    const char *text; /* never NULL; detail, e.g. the broker's reply text */
-    uint16_t channel; /* the channel concerned, 0 when none */
-    const char *route; /* the route concerned (message events), else NULL */
+    int code;               /* MM_OK or an MM_E* code */
+    const char *text;       /* never NULL; detail, e.g. the broker's reply text */
+    uint16_t channel;       /* the channel concerned, 0 when none */
+    const char *route;      /* the route concerned (message events), else NULL */
     const char *request_id; /* the message's idRequest (message events), else NULL */
 } mm_event_t;
 
@@ -548,8 +548,7 @@ MM_EXPORT int mm_route_stat(mm_route_t *route, mm_stat_t *ret_stat);
  * Figures of another service's request queue q.requests.<service>.<route>.
  * @return MM_OK, MM_ENOENT when the queue does not exist, MM_ENOTCONN...
  */
-MM_EXPORT int mm_queue_stat(mm_t *mm, const char *service, const char *route,
-                            mm_stat_t *ret_stat);
+MM_EXPORT int mm_queue_stat(mm_t *mm, const char *service, const char *route, mm_stat_t *ret_stat);
 
 /* ---- Sending: requests, tasks, events ------------------------------------ */
 
@@ -615,9 +614,8 @@ MM_EXPORT int mm_request_cancel(mm_t *mm, mm_req_t req);
  *        (unref it), NULL otherwise.
  * @return the final message's mm_msg_status(), or mm_request()'s error.
  */
-MM_EXPORT int mm_request_sync(mm_t *mm, const char *service, const char *route,
-                              const void *body, size_t len, const mm_request_opts_t *opts,
-                              mm_msg_t **ret_reply);
+MM_EXPORT int mm_request_sync(mm_t *mm, const char *service, const char *route, const void *body,
+                              size_t len, const mm_request_opts_t *opts, mm_msg_t **ret_reply);
 
 /** Options of mm_task() and mm_emit(). Declare with MM_SEND_OPTS_INIT. */
 typedef struct mm_send_opts {
@@ -646,8 +644,8 @@ MM_EXPORT int mm_task(mm_t *mm, const char *service, const char *route, const vo
  * to is dropped by the broker.
  * @return MM_OK, MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_ENOTCONN.
  */
-MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const void *body,
-                      size_t len, const mm_send_opts_t *opts);
+MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_t len,
+                      const mm_send_opts_t *opts);
 
 #ifdef __cplusplus
 }
