@@ -5,6 +5,8 @@
  * lets a msgpack_packer write straight into one.
  */
 #include <stdint.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,4 +82,14 @@ int
 mmi_buf_write(void *data, const char *buf, size_t len)
 {
     return mmi_buf_append(data, buf, len) == MM_OK ? 0 : -1;
+}
+
+int
+mmi_codec_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
 }

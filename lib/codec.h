@@ -80,6 +80,10 @@ int mmi_gzip_inflate(const void *in, size_t len, size_t limit, mmi_buf_t *out, c
  * into libmsgpackc): a deeper body would pass the codecs and then fail in
  * msgpack_unpack() with a misleading out-of-memory code.
  */
+/* Write the reason into err and return code (the codecs' one failure path). */
+int mmi_codec_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #define MMI_CODEC_MAX_DEPTH 32
 
 #endif

@@ -22,19 +22,6 @@
 #define GZ_STEP ((size_t) 1 << 20)  /* input handed to zlib per call (it counts in uInt) */
 #define GZ_GROW ((size_t) 16 << 10) /* the least output room asked for per call */
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int
-fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 static size_t
 min_size(size_t a, size_t b)
 {
@@ -125,7 +112,7 @@ make_room(struct inflater *z, size_t *room)
 {
     size_t most = z->limit - z->produced + 1;
     if (mmi_buf_reserve_max(z->out, min_size(most, GZ_GROW), most) != MM_OK)
-        return fail(z->err, z->errlen, MM_ENOMEM, "out of memory inflating gzip data");
+        return mmi_codec_fail(z->err, z->errlen, MM_ENOMEM, "out of memory inflating gzip data");
     *room = min_size(min_size(z->out->cap - z->out->len, most), UINT_MAX);
     z->zs.next_out = (Bytef *) z->out->data + z->out->len;
     z->zs.avail_out = (uInt) *room;
@@ -141,8 +128,8 @@ after_member(struct inflater *z)
         return MM_OK;
     const unsigned char *next = z->f.in + (z->f.len - left);
     if (next[0] != 0x1f || (left > 1 && next[1] != 0x8b))
-        return fail(z->err, z->errlen, MM_EDECODE,
-                    "bad gzip: %zu bytes of trailing garbage after the gzip data", left);
+        return mmi_codec_fail(z->err, z->errlen, MM_EDECODE,
+                              "bad gzip: %zu bytes of trailing garbage after the gzip data", left);
     inflateReset(&z->zs); /* keeps next_in/avail_in */
     return GZ_NEXT_MEMBER;
 }
@@ -160,8 +147,8 @@ inflate_all(struct inflater *z)
         z->out->len += room - z->zs.avail_out;
         z->produced += room - z->zs.avail_out;
         if (z->produced > z->limit)
-            return fail(z->err, z->errlen, MM_ETOOBIG, "gzip data inflates to more than %zu bytes",
-                        z->limit);
+            return mmi_codec_fail(z->err, z->errlen, MM_ETOOBIG,
+                                  "gzip data inflates to more than %zu bytes", z->limit);
         if (zrc == Z_STREAM_END) {
             rc = after_member(z);
             if (rc != GZ_NEXT_MEMBER)
@@ -169,13 +156,14 @@ inflate_all(struct inflater *z)
             continue;
         }
         if (zrc == Z_MEM_ERROR)
-            return fail(z->err, z->errlen, MM_ENOMEM, "out of memory inflating gzip data");
+            return mmi_codec_fail(z->err, z->errlen, MM_ENOMEM,
+                                  "out of memory inflating gzip data");
         /* Output room is never zero, so no progress means no input left. */
         if (zrc == Z_BUF_ERROR)
-            return fail(z->err, z->errlen, MM_EDECODE, "bad gzip: truncated data");
+            return mmi_codec_fail(z->err, z->errlen, MM_EDECODE, "bad gzip: truncated data");
         if (zrc != Z_OK)
-            return fail(z->err, z->errlen, MM_EDECODE, "bad gzip: %s",
-                        z->zs.msg != NULL ? z->zs.msg : "corrupt data");
+            return mmi_codec_fail(z->err, z->errlen, MM_EDECODE, "bad gzip: %s",
+                                  z->zs.msg != NULL ? z->zs.msg : "corrupt data");
     }
 }
 
@@ -183,7 +171,7 @@ int
 mmi_gzip_inflate(const void *in, size_t len, size_t limit, mmi_buf_t *out, char *err, size_t errlen)
 {
     if (len == 0)
-        return fail(err, errlen, MM_EDECODE, "bad gzip: no data");
+        return mmi_codec_fail(err, errlen, MM_EDECODE, "bad gzip: no data");
     struct inflater z = {
         .f = {.in = in, .len = len},
         .out = out,
@@ -192,7 +180,7 @@ mmi_gzip_inflate(const void *in, size_t len, size_t limit, mmi_buf_t *out, char 
         .errlen = errlen,
     };
     if (inflateInit2(&z.zs, GZ_WINDOW) != Z_OK)
-        return fail(err, errlen, MM_ENOMEM, "out of memory starting gzip inflate");
+        return mmi_codec_fail(err, errlen, MM_ENOMEM, "out of memory starting gzip inflate");
     size_t mark = out->len;
     int rc = inflate_all(&z);
     inflateEnd(&z.zs);

@@ -22,19 +22,6 @@
 #include "codec.h"
 #include "micromsg.h"
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int
-fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 /* ---- JSON -> msgpack ---------------------------------------------------- */
 
 struct packer {
@@ -89,8 +76,8 @@ pack_value(struct packer *p, json_t *j, int depth)
     int rc = 0;
     bool container = json_is_object(j) || json_is_array(j);
     if (container && depth >= MMI_CODEC_MAX_DEPTH)
-        return fail(p->err, p->errlen, MM_EDECODE, "bad JSON: nested deeper than %d",
-                    MMI_CODEC_MAX_DEPTH);
+        return mmi_codec_fail(p->err, p->errlen, MM_EDECODE, "bad JSON: nested deeper than %d",
+                              MMI_CODEC_MAX_DEPTH);
     switch (json_typeof(j)) {
     case JSON_OBJECT:
         return pack_object(p, j, depth + 1);
@@ -121,28 +108,29 @@ int
 mmi_json_to_msgpack(const char *json, size_t len, mmi_buf_t *out, char *err, size_t errlen)
 {
     if (json == NULL)
-        return fail(err, errlen, MM_EDECODE, "bad JSON: no text");
+        return mmi_codec_fail(err, errlen, MM_EDECODE, "bad JSON: no text");
     /* jansson takes a NUL byte after the value for the end of the text
      * ("1\0" passes); a raw NUL is never valid JSON anywhere. */
     const char *nul = memchr(json, '\0', len);
     if (nul != NULL)
-        return fail(err, errlen, MM_EDECODE, "bad JSON: NUL byte at byte %zu",
-                    (size_t) (nul - json));
+        return mmi_codec_fail(err, errlen, MM_EDECODE, "bad JSON: NUL byte at byte %zu",
+                              (size_t) (nul - json));
     /* JSON_ALLOW_NUL: "\u0000" is legal in JSON strings. The EOF check
      * stays on: bytes after the value are refused. */
     json_error_t je;
     json_t *root = json_loadb(json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if (root == NULL && json_error_code(&je) == json_error_out_of_memory)
-        return fail(err, errlen, MM_ENOMEM, "out of memory parsing JSON");
+        return mmi_codec_fail(err, errlen, MM_ENOMEM, "out of memory parsing JSON");
     if (root == NULL)
-        return fail(err, errlen, MM_EDECODE, "bad JSON: %s (byte %d)", je.text, je.position);
+        return mmi_codec_fail(err, errlen, MM_EDECODE, "bad JSON: %s (byte %d)", je.text,
+                              je.position);
     size_t mark = out->len;
     struct packer p = {.err = err, .errlen = errlen};
     msgpack_packer_init(&p.pk, out, mmi_buf_write);
     int rc = pack_value(&p, root, 0);
     json_decref(root);
     if (rc == MM_ENOMEM)
-        fail(err, errlen, MM_ENOMEM, "out of memory packing msgpack");
+        mmi_codec_fail(err, errlen, MM_ENOMEM, "out of memory packing msgpack");
     if (rc != MM_OK)
         out->len = mark;
     return rc;
@@ -160,7 +148,7 @@ static int
 put(struct writer *w, const char *s, size_t n)
 {
     if (mmi_buf_append(w->out, s, n) != MM_OK)
-        return fail(w->err, w->errlen, MM_ENOMEM, "out of memory writing JSON");
+        return mmi_codec_fail(w->err, w->errlen, MM_ENOMEM, "out of memory writing JSON");
     return MM_OK;
 }
 
@@ -220,14 +208,15 @@ put_string(struct writer *w, const char *str, size_t n, const char *what)
     if (n == 0) /* msgpack-c gives an empty str a NULL ptr */
         return put(w, "\"\"", 2);
     if (mmi_buf_reserve(w->out, n + 2) != MM_OK) /* the usual size: one growth, not several */
-        return fail(w->err, w->errlen, MM_ENOMEM, "out of memory writing JSON");
+        return mmi_codec_fail(w->err, w->errlen, MM_ENOMEM, "out of memory writing JSON");
     int rc = put(w, "\"", 1);
     while (rc == MM_OK && i < n) {
         if (s[i] >= 0x80) {
             size_t k = utf8_seq(s + i, n - i);
             if (k == 0)
-                return fail(w->err, w->errlen, MM_EINVAL,
-                            "JSON cannot carry this %s: invalid UTF-8 at byte %zu", what, i);
+                return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                                      "JSON cannot carry this %s: invalid UTF-8 at byte %zu", what,
+                                      i);
             i += k;
             continue;
         }
@@ -264,7 +253,8 @@ static int
 put_real(struct writer *w, double d, bool f32)
 {
     if (!isfinite(d))
-        return fail(w->err, w->errlen, MM_EINVAL, "JSON cannot carry a NaN or an infinity");
+        return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                              "JSON cannot carry a NaN or an infinity");
     char num[48], text[48];
     int lo = f32 ? 6 : 15, hi = f32 ? 9 : 17;
     for (int prec = lo; prec <= hi; prec++) {
@@ -313,7 +303,8 @@ put_key(struct writer *w, const msgpack_object *k)
     switch (k->type) {
     case MSGPACK_OBJECT_STR:
         if (k->via.str.size > 0 && memchr(k->via.str.ptr, '\0', k->via.str.size) != NULL)
-            return fail(w->err, w->errlen, MM_EINVAL, "JSON map keys cannot contain a NUL byte");
+            return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                                  "JSON map keys cannot contain a NUL byte");
         return put_string(w, k->via.str.ptr, k->via.str.size, "map key");
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         snprintf(num, sizeof num, "\"%" PRIu64 "\"", k->via.u64);
@@ -322,9 +313,9 @@ put_key(struct writer *w, const msgpack_object *k)
         snprintf(num, sizeof num, "\"%" PRId64 "\"", k->via.i64);
         return put_lit(w, num);
     default:
-        return fail(w->err, w->errlen, MM_EINVAL,
-                    "JSON map keys must be strings or integers, not msgpack type %d",
-                    (int) k->type);
+        return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                              "JSON map keys must be strings or integers, not msgpack type %d",
+                              (int) k->type);
     }
 }
 
@@ -361,8 +352,8 @@ put_value(struct writer *w, const msgpack_object *o, int depth)
 {
     bool container = o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP;
     if (container && depth >= MMI_CODEC_MAX_DEPTH)
-        return fail(w->err, w->errlen, MM_EINVAL, "msgpack object nested deeper than %d",
-                    MMI_CODEC_MAX_DEPTH);
+        return mmi_codec_fail(w->err, w->errlen, MM_EINVAL, "msgpack object nested deeper than %d",
+                              MMI_CODEC_MAX_DEPTH);
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
         return put_lit(w, "null");
@@ -381,12 +372,14 @@ put_value(struct writer *w, const msgpack_object *o, int depth)
     case MSGPACK_OBJECT_MAP:
         return put_map(w, &o->via.map, depth + 1);
     case MSGPACK_OBJECT_BIN:
-        return fail(w->err, w->errlen, MM_EINVAL, "JSON cannot carry a msgpack bin (raw bytes)");
+        return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                              "JSON cannot carry a msgpack bin (raw bytes)");
     case MSGPACK_OBJECT_EXT:
-        return fail(w->err, w->errlen, MM_EINVAL, "JSON cannot carry a msgpack ext (type %d)",
-                    (int) o->via.ext.type);
+        return mmi_codec_fail(w->err, w->errlen, MM_EINVAL,
+                              "JSON cannot carry a msgpack ext (type %d)", (int) o->via.ext.type);
     }
-    return fail(w->err, w->errlen, MM_EINVAL, "unknown msgpack object type %d", (int) o->type);
+    return mmi_codec_fail(w->err, w->errlen, MM_EINVAL, "unknown msgpack object type %d",
+                          (int) o->type);
 }
 
 int
@@ -491,19 +484,20 @@ mmi_msgpack_check(const void *data, size_t len, char *err, size_t errlen)
         uint64_t n = 0;
         int r = s.pos < s.len ? scan_head(&s, &container, &n) : SCAN_SHORT;
         if (r == SCAN_BAD)
-            return fail(err, errlen, MM_EDECODE, "bad msgpack: reserved byte 0xc1 at byte %zu",
-                        s.pos - 1);
+            return mmi_codec_fail(err, errlen, MM_EDECODE,
+                                  "bad msgpack: reserved byte 0xc1 at byte %zu", s.pos - 1);
         /* Every element takes at least one byte: a count beyond what is left is a lie. */
         if (r == SCAN_SHORT || (container && n > s.len - s.pos))
-            return fail(err, errlen, MM_EDECODE, "bad msgpack: truncated (%zu bytes)", len);
+            return mmi_codec_fail(err, errlen, MM_EDECODE, "bad msgpack: truncated (%zu bytes)",
+                                  len);
         if (container && top == MMI_CODEC_MAX_DEPTH)
-            return fail(err, errlen, MM_EDECODE, "bad msgpack: nested deeper than %d",
-                        MMI_CODEC_MAX_DEPTH);
+            return mmi_codec_fail(err, errlen, MM_EDECODE, "bad msgpack: nested deeper than %d",
+                                  MMI_CODEC_MAX_DEPTH);
         if (container)
             left[++top] = n;
     }
     if (s.pos != len)
-        return fail(err, errlen, MM_EDECODE, "bad msgpack: %zu trailing bytes after the object",
-                    len - s.pos);
+        return mmi_codec_fail(err, errlen, MM_EDECODE,
+                              "bad msgpack: %zu trailing bytes after the object", len - s.pos);
     return MM_OK;
 }

@@ -19,22 +19,29 @@ is_bin(const unsigned char *p, size_t len)
     return len > 0 && (p[0] == 0xc4 || p[0] == 0xc5 || p[0] == 0xc6);
 }
 
+/* The user's msgpack bytes as one object in `z` (checked first: msgpack_unpack
+ * trusts announced sizes). */
+static int
+unpack_user(mm_t *mm, const void *body, size_t len, msgpack_zone *z, msgpack_object *o)
+{
+    char why[160] = "";
+    size_t off = 0;
+    if (mmi_msgpack_check(body, len, why, sizeof why) != MM_OK)
+        return mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object: %s", why);
+    if (msgpack_unpack(body, len, &off, z, o) != MSGPACK_UNPACK_SUCCESS)
+        return mmi_fail(mm, MM_ENOMEM, "out of memory decoding the body");
+    return MM_OK;
+}
+
 /* A top-level bin: its payload goes out as is. */
 static int
 encode_raw(mm_t *mm, const void *body, size_t len, mmi_wire_out_t *out)
 {
     msgpack_zone z;
     msgpack_object o;
-    size_t off = 0;
-    char why[160] = "";
-    if (mmi_msgpack_check(body, len, why, sizeof why) != MM_OK)
-        return mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object: %s", why);
     msgpack_zone_init(&z, 256);
-    msgpack_unpack_return r = msgpack_unpack(body, len, &off, &z, &o);
-    int rc = MM_OK;
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len || o.type != MSGPACK_OBJECT_BIN)
-        rc = mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object");
-    else if (mmi_buf_append(&out->buf, o.via.bin.ptr, o.via.bin.size) != MM_OK)
+    int rc = unpack_user(mm, body, len, &z, &o);
+    if (rc == MM_OK && mmi_buf_append(&out->buf, o.via.bin.ptr, o.via.bin.size) != MM_OK)
         rc = mmi_fail(mm, MM_ENOMEM, "out of memory");
     msgpack_zone_destroy(&z);
     out->body = (amqp_bytes_t){out->buf.len, out->buf.data};
@@ -47,16 +54,10 @@ encode_json(mm_t *mm, const void *body, size_t len, mmi_wire_out_t *out)
 {
     msgpack_zone z;
     msgpack_object o;
-    size_t off = 0;
     char err[160] = "";
-    if (mmi_msgpack_check(body, len, err, sizeof err) != MM_OK)
-        return mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object: %s", err);
     msgpack_zone_init(&z, 1024);
-    msgpack_unpack_return r = msgpack_unpack(body, len, &off, &z, &o);
-    int rc = MM_OK;
-    if (r != MSGPACK_UNPACK_SUCCESS || off != len)
-        rc = mmi_fail(mm, MM_EINVAL, "body is not the msgpack bytes of one object");
-    else if ((rc = mmi_msgpack_to_json(&o, &out->buf, err, sizeof err)) != MM_OK)
+    int rc = unpack_user(mm, body, len, &z, &o);
+    if (rc == MM_OK && (rc = mmi_msgpack_to_json(&o, &out->buf, err, sizeof err)) != MM_OK)
         rc = mmi_fail(mm, rc, "body cannot be sent as JSON: %s", err);
     msgpack_zone_destroy(&z);
     out->body = (amqp_bytes_t){out->buf.len, out->buf.data};
