@@ -163,6 +163,8 @@ unhandled(mm_t *mm, struct mm_route *r, mm_msg_t *msg)
 static void
 after_handler(mm_t *mm, mm_msg_t *msg)
 {
+    if (!mmi_alive(mm))
+        return; /* mm_free() in the handler: the broker redelivers what was not settled */
     if (msg->kind == MM_MSG_EVENT) {
         mmi_msg_ack(msg);
         return;

@@ -1059,6 +1059,87 @@ START_TEST(free_fails_pending_request_with_ECLOSED)
 }
 END_TEST
 
+/* The handler frees its own instance: the free waits until the handler returned. */
+static void
+on_free_self(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    F.calls++;
+    ck_assert_int_eq(mm_msg_redelivered(msg), 0);
+    mm_free(F.server);
+    F.server = NULL;
+    F.got = true;
+}
+
+static void
+on_echo_redelivered(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    F.rc1 = mm_msg_redelivered(msg);
+    size_t len = 0;
+    const void *raw = mm_msg_body_raw(msg, &len);
+    ck_assert_int_eq(mm_msg_reply(msg, raw, len), MM_OK);
+}
+
+START_TEST(free_inside_a_handler_leaves_the_request_to_another_instance)
+{
+    serve("free", on_free_self);
+    connect_both();
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(request("free", "\xa2hi", 3, NULL, &p), MM_OK);
+    MMT_WAIT(F.base, F.got, mmt_scale(5000));
+    ck_assert_ptr_null(F.server);
+    ck_assert(!p.done); /* never answered, never acked: the broker has it back */
+    F.server = instance(F.service, MM_CODEC_MSGPACK);
+    serve("free", on_echo_redelivered);
+    mmt_connect(F.server);
+    MMT_WAIT(F.base, p.done, mmt_scale(5000));
+    ck_assert_int_eq(p.status, MM_OK);
+    ck_assert_str_eq(p.str, "hi");
+    ck_assert_int_eq(F.rc1, 1);
+    ck_assert_int_eq(F.calls, 1);
+    mmt_probe_free(&p);
+}
+END_TEST
+
+struct freed {
+    int calls;
+    bool done;
+};
+
+static void
+on_reply_free_client(mm_msg_t *msg, void *ud)
+{
+    struct freed *f = ud;
+    f->calls++;
+    ck_assert(mm_msg_is_final(msg));
+    mm_free(F.client); /* inside its own callback: freed when the callback returned */
+    F.client = NULL;
+    f->done = true;
+}
+
+START_TEST(free_inside_a_reply_callback)
+{
+    serve("echo", on_echo);
+    connect_both();
+    struct freed f = {0};
+    ck_assert_int_eq(
+        mm_request(F.client, F.service, "echo", NULL, 0, NULL, on_reply_free_client, &f, NULL),
+        MM_OK);
+    MMT_WAIT(F.base, f.done, mmt_scale(5000));
+    ck_assert_int_eq(f.calls, 1);
+    ck_assert_ptr_null(F.client);
+    /* the loop goes on for the others */
+    F.client = instance("t-rpc-client", MM_CODEC_MSGPACK);
+    mmt_connect(F.client);
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(request("echo", NULL, 0, NULL, &p), MM_OK);
+    MMT_WAIT(F.base, p.done, mmt_scale(5000));
+    ck_assert_int_eq(p.status, MM_OK);
+    mmt_probe_free(&p);
+}
+END_TEST
+
 /* ---- 16. refused arguments ---- */
 
 START_TEST(bad_names_and_not_connected_are_refused)
@@ -1138,6 +1219,8 @@ suite(void)
     Suite *s = suite_create("rpc");
     TCase *tc = mmt_tcase(s, "rpc", setup, teardown, 60);
     tcase_add_test(tc, round_trip_string);
+    tcase_add_test(tc, free_inside_a_handler_leaves_the_request_to_another_instance);
+    tcase_add_test(tc, free_inside_a_reply_callback);
     tcase_add_test(tc, round_trip_binary_with_nul_bytes_stays_bin);
     tcase_add_test(tc, round_trip_map_with_nested_array);
     tcase_add_test(tc, no_body_arrives_as_the_empty_string);
