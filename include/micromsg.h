@@ -552,6 +552,14 @@ MM_EXPORT int mm_queue_stat(mm_t *mm, const char *service, const char *route, mm
 
 /* ---- Sending: requests, tasks, events ------------------------------------ */
 
+/*
+ * User headers travel as AMQP header fields beside the protocol's "__mms"
+ * (which is reserved: a user header of that name is refused). Given as the
+ * msgpack bytes of one map: names are str of at most 255 bytes; values may
+ * be nil, bool, integers within int64, floats (sent as float64), str, bin,
+ * arrays and maps, nested at most 31 deep. Anything else: MM_EINVAL.
+ */
+
 /** A pending request, by value (a stale id is harmless). */
 typedef struct mm_req {
     uint64_t id;
@@ -568,7 +576,8 @@ typedef struct mm_request_opts {
     size_t size;         /* set by MM_REQUEST_OPTS_INIT */
     int64_t timeout_ms;  /* 0: mm_opts_t.request_timeout_ms; MM_NO_TIMEOUT: none */
     unsigned flags;      /* MM_REQ_PARTS */
-    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL */
+    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL;
+                            see "User headers" below */
     size_t headers_len;
     const char *request_id; /* idRequest header; NULL: a fresh UUID */
 } mm_request_opts_t;
@@ -620,7 +629,8 @@ MM_EXPORT int mm_request_sync(mm_t *mm, const char *service, const char *route, 
 /** Options of mm_task() and mm_emit(). Declare with MM_SEND_OPTS_INIT. */
 typedef struct mm_send_opts {
     size_t size;         /* set by MM_SEND_OPTS_INIT */
-    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL */
+    const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL;
+                            see "User headers" below */
     size_t headers_len;
     const char *request_id; /* tasks: idRequest header; NULL: a fresh UUID */
 } mm_send_opts_t;

@@ -3,7 +3,6 @@
  * the wire protocol. Integers of any AMQP type are accepted on input (iat
  * and eat exceed 32 bits); outgoing integers are signed 64-bit.
  */
-#include <math.h> /* isfinite */
 #include <stdio.h>
 #include <string.h>
 
@@ -56,14 +55,15 @@ field_int(const amqp_field_value_t *v, int64_t *out)
         *out = v->value.i64;
         return true;
     case AMQP_FIELD_KIND_U64:
-        *out = (int64_t) v->value.u64;
-        return v->value.u64 <= INT64_MAX;
     case AMQP_FIELD_KIND_TIMESTAMP:
         *out = (int64_t) v->value.u64;
-        return true;
+        return v->value.u64 <= INT64_MAX;
     case AMQP_FIELD_KIND_F64:
+        /* NaN, infinities and reals beyond int64 would make the cast undefined */
+        if (!(v->value.f64 >= -0x1p63 && v->value.f64 < 0x1p63))
+            return false;
         *out = (int64_t) v->value.f64;
-        return isfinite(v->value.f64);
+        return true;
     default:
         return false;
     }
@@ -241,8 +241,10 @@ static int
 field_to_obj(const amqp_field_value_t *v, msgpack_zone *z, msgpack_object *o, int depth)
 {
     int64_t i;
-    if (depth > MAX_DEPTH) {
-        o->type = MSGPACK_OBJECT_NIL; /* deeper than any sane header: cut */
+    if (depth >= MAX_DEPTH) {
+        /* deeper than any sane header: cut, so that the map stays within the
+         * codec's depth (MMI_CODEC_MAX_DEPTH: the top map is 1) */
+        o->type = MSGPACK_OBJECT_NIL;
         return MM_OK;
     }
     switch (v->kind) {
@@ -251,6 +253,7 @@ field_to_obj(const amqp_field_value_t *v, msgpack_zone *z, msgpack_object *o, in
         o->via.boolean = v->value.boolean != 0;
         return MM_OK;
     case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP: /* unsigned: beyond int64 stays positive */
         o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
         o->via.u64 = v->value.u64;
         return MM_OK;
@@ -354,6 +357,10 @@ map_to_entries(mmi_hdrs_t *h, const msgpack_object *o, amqp_table_entry_t *out, 
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR) {
             snprintf(err, errlen, "header names must be strings");
+            return MM_EINVAL;
+        }
+        if (kv->key.via.str.size > 255) { /* AMQP field names are short strings */
+            snprintf(err, errlen, "header names are at most 255 bytes");
             return MM_EINVAL;
         }
         out[i].key = (amqp_bytes_t){kv->key.via.str.size, (void *) kv->key.via.str.ptr};

@@ -57,8 +57,9 @@ void mmi_hdrs_mms_str(mmi_hdrs_t *h, const char *key, const char *v);
  * Finish the table: __mms, then idRequest (when `request_id` is not NULL and
  * the user headers have none), then the user headers (msgpack map bytes or
  * NULL). The user's bytes must outlive the publish.
- * @return MM_OK; MM_EINVAL (not a map, non-str key, "__mms" key, value
- *         AMQP cannot carry) with the reason in err; MM_ENOMEM.
+ * @return MM_OK; MM_EINVAL (not a map, non-str key or one over 255 bytes,
+ *         "__mms" key, ext, integer beyond int64, too deep) with the reason in
+ *         err; MM_ENOMEM.
  */
 int mmi_hdrs_finish(mmi_hdrs_t *h, const char *request_id, const void *user, size_t user_len,
                     char *err, size_t errlen);

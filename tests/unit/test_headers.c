@@ -1,6 +1,7 @@
 /* Unit: AMQP header tables <-> msgpack maps, the __mms table, and the wire
  * edge (encode for each codec, decode by content type and encoding). */
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,6 +183,112 @@ START_TEST(reserved_or_bad_user_headers_are_refused)
 }
 END_TEST
 
+START_TEST(mms_integers_beyond_int64_are_a_decode_error)
+{
+    amqp_field_value_t bad[] = {
+        {.kind = AMQP_FIELD_KIND_F64, .value.f64 = 1e300},
+        {.kind = AMQP_FIELD_KIND_F64, .value.f64 = 0x1p63},
+        {.kind = AMQP_FIELD_KIND_F64, .value.f64 = NAN},
+        {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = (uint64_t) INT64_MAX + 1},
+        {.kind = AMQP_FIELD_KIND_U64, .value.u64 = UINT64_MAX},
+    };
+    mmi_mms_t m;
+    char err[128];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        amqp_table_entry_t mms[] = {entry("iat", bad[i])};
+        amqp_table_entry_t top[] = {entry("__mms", table(mms, 1))};
+        amqp_table_t t = {1, top};
+        err[0] = '\0';
+        ck_assert_int_eq(mmi_mms_parse(&t, &m, err, sizeof err), MM_EDECODE);
+        ck_assert_ptr_nonnull(strstr(err, "iat"));
+    }
+    amqp_table_entry_t mms[] = {
+        entry("iat", (amqp_field_value_t){.kind = AMQP_FIELD_KIND_F64, .value.f64 = -0x1p63}),
+        entry("eat", (amqp_field_value_t){.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 7}),
+    };
+    amqp_table_entry_t top[] = {entry("__mms", table(mms, 2))};
+    amqp_table_t t = {1, top};
+    ck_assert_int_eq(mmi_mms_parse(&t, &m, err, sizeof err), MM_OK);
+    ck_assert(m.has_iat && m.iat == INT64_MIN && m.has_eat && m.eat == 7);
+}
+END_TEST
+
+START_TEST(timestamps_beyond_int64_stay_positive)
+{
+    amqp_table_entry_t top[] = {entry(
+        "ts", (amqp_field_value_t){.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = UINT64_MAX})};
+    amqp_table_t t = {1, top};
+    msgpack_zone z;
+    msgpack_zone_init(&z, 256);
+    msgpack_object map;
+    ck_assert_int_eq(mmi_headers_to_msgpack(&t, &z, &map), MM_OK);
+    ck_assert_int_eq(get(&map, "ts")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    ck_assert(get(&map, "ts")->via.u64 == UINT64_MAX);
+    msgpack_zone_destroy(&z);
+}
+END_TEST
+
+/* Incoming headers nested deeper than the codec reads are cut, so that the
+ * map can be packed, checked and sent back as user headers. */
+START_TEST(deep_incoming_headers_stay_within_the_codec_depth)
+{
+    amqp_table_entry_t e[40];
+    e[39] = entry("leaf", i64(1));
+    for (int i = 38; i >= 0; i--)
+        e[i] = entry("n", table(&e[i + 1], 1));
+    amqp_table_t t = {1, e};
+    msgpack_zone z;
+    msgpack_zone_init(&z, 4096);
+    msgpack_object map;
+    ck_assert_int_eq(mmi_headers_to_msgpack(&t, &z, &map), MM_OK);
+    mmi_buf_t b = {0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, mmi_buf_write);
+    ck_assert_int_eq(msgpack_pack_object(&pk, map), 0);
+    char err[128] = "";
+    ck_assert_int_eq(mmi_msgpack_check(b.data, b.len, err, sizeof err), MM_OK);
+    mmi_hdrs_t h;
+    mmi_hdrs_init(&h);
+    ck_assert_int_eq(mmi_hdrs_finish(&h, NULL, b.data, b.len, err, sizeof err), MM_OK);
+    mmi_hdrs_fini(&h);
+    mmi_buf_free(&b);
+    msgpack_zone_destroy(&z);
+}
+END_TEST
+
+/* A map {name: 1} whose name is `n` bytes long. */
+static size_t
+pack_long_name(char *buf, size_t cap, size_t n)
+{
+    char name[300];
+    memset(name, 'k', n);
+    msgpack_sbuffer sb = {.data = buf, .alloc = cap};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, name, n);
+    msgpack_pack_int(&pk, 1);
+    return sb.size;
+}
+
+/* AMQP field names are short strings: a longer one would corrupt the frame. */
+START_TEST(header_names_beyond_255_bytes_are_refused)
+{
+    char buf[320], err[128] = "";
+    mmi_hdrs_t h;
+    mmi_hdrs_init(&h);
+    size_t n = pack_long_name(buf, sizeof buf, 256);
+    ck_assert_int_eq(mmi_hdrs_finish(&h, NULL, buf, n, err, sizeof err), MM_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "255"));
+    mmi_hdrs_fini(&h);
+    mmi_hdrs_init(&h);
+    n = pack_long_name(buf, sizeof buf, 255);
+    ck_assert_int_eq(mmi_hdrs_finish(&h, NULL, buf, n, err, sizeof err), MM_OK);
+    ck_assert_int_eq(h.table.entries[1].key.len, 255);
+    mmi_hdrs_fini(&h);
+}
+END_TEST
+
 /* ---- wire edge ---- */
 
 static mm_t *
@@ -288,6 +395,10 @@ suite(void)
     tcase_add_test(tc, user_headers_become_a_map_without_mms);
     tcase_add_test(tc, outgoing_table_has_mms_request_id_then_user_headers);
     tcase_add_test(tc, reserved_or_bad_user_headers_are_refused);
+    tcase_add_test(tc, mms_integers_beyond_int64_are_a_decode_error);
+    tcase_add_test(tc, timestamps_beyond_int64_stay_positive);
+    tcase_add_test(tc, deep_incoming_headers_stay_within_the_codec_depth);
+    tcase_add_test(tc, header_names_beyond_255_bytes_are_refused);
     tcase_add_test(tc, encode_picks_type_and_compresses_above_1mb);
     tcase_add_test(tc, decode_by_content_type_and_encoding);
     suite_add_tcase(s, tc);
