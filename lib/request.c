@@ -393,7 +393,9 @@ fail_marked(evutil_socket_t fd, short what, void *arg)
     for (; q != NULL && mmi_alive(mm); q = next) {
         next = q->next;
         if (q->fail_code != 0)
-            fail(q, q->fail_code, "notConnected", "connection lost before the answer from %s",
+            fail(q, q->fail_code, "notConnected",
+                 "the reply queue was lost (connection or channel closed) before the answer "
+                 "from %s",
                  q->target);
     }
     mmi_leave(mm);
@@ -417,7 +419,25 @@ on_reply_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
         event_active(mm->reqs->ev_fail, EV_TIMEOUT, 0);
 }
 
-static const mmi_chan_ops_t REPLY_OPS = {.on_content = on_answer, .on_closed = on_reply_closed};
+/* The broker cancelled the reply queue's consumer (the queue was deleted from
+ * outside): answers can no longer arrive. Fail what is pending now, and let the
+ * next request declare the queue again. */
+static void
+on_reply_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
+{
+    if (m->id != AMQP_BASIC_CANCEL_METHOD)
+        return;
+    mmi_msg_event(mm, MM_EV_ERROR, MM_ECHANNEL, NULL, NULL,
+                  "the broker cancelled the consumer of reply queue %s (deleted?): pending "
+                  "requests fail, the next request declares it again",
+                  mm->reply_queue);
+    on_reply_closed(mm, ch, MM_ECHANNEL, "reply queue consumer cancelled", ud);
+    if (mmi_chan_is_open(mm, ch))
+        mmi_chan_close(mm, ch);
+}
+
+static const mmi_chan_ops_t REPLY_OPS = {
+    .on_content = on_answer, .on_method = on_reply_method, .on_closed = on_reply_closed};
 
 static int
 reqs_init(mm_t *mm)

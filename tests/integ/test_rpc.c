@@ -1046,6 +1046,27 @@ START_TEST(close_fails_pending_request_from_the_loop)
 }
 END_TEST
 
+START_TEST(reply_queue_deleted_from_outside_fails_pending_then_recovers)
+{
+    struct mmt_probe p = {0}, again = {0};
+    request_kept(&p, NULL);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "delete_queue q.replyQueue.t-rpc-client.%s", mm_id(F.client));
+    ck_assert_int_eq(mmt_ctl(cmd), 0);
+    /* not at its 120 s timeout: the consumer's cancel fails it */
+    MMT_WAIT(F.base, p.done, mmt_scale(10000));
+    ck_assert_int_eq(p.status, MM_EDISCONNECTED);
+    ck_assert(F.cev.seen[MM_EV_ERROR]);
+    ck_assert_ptr_nonnull(strstr(F.cev.text[MM_EV_ERROR], "reply queue"));
+    serve("echo", on_echo);
+    round_trip("echo", "\xa2ok", 3, NULL, &again); /* the next request declares it again */
+    ck_assert_int_eq(again.status, MM_OK);
+    ck_assert_str_eq(again.str, "ok");
+    mmt_probe_free(&p);
+    mmt_probe_free(&again);
+}
+END_TEST
+
 START_TEST(free_fails_pending_request_with_ECLOSED)
 {
     struct mmt_probe p = {0};
@@ -1221,6 +1242,7 @@ suite(void)
     tcase_add_test(tc, round_trip_string);
     tcase_add_test(tc, free_inside_a_handler_leaves_the_request_to_another_instance);
     tcase_add_test(tc, free_inside_a_reply_callback);
+    tcase_add_test(tc, reply_queue_deleted_from_outside_fails_pending_then_recovers);
     tcase_add_test(tc, round_trip_binary_with_nul_bytes_stays_bin);
     tcase_add_test(tc, round_trip_map_with_nested_array);
     tcase_add_test(tc, no_body_arrives_as_the_empty_string);
