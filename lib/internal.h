@@ -153,6 +153,7 @@ int mmi_err_from_close(uint16_t reply_code);
 /* ---- names (lib/names.c) ---- */
 int mmi_check_name(mm_t *mm, const char *what, const char *s, unsigned flags);
 char *mmi_join(char *out, size_t cap, const char *a, const char *b); /* "a.b" */
+int mmi_check_dest(mm_t *mm, const char *what, const char *name, unsigned flags, const char *route);
 #define MMI_REQUEST_PREFIX "q.requests."
 /* q.requests.<service>.<route> into out (cap >= MMI_QUEUE_MAX) */
 char *mmi_request_queue(char *out, size_t cap, const char *service, const char *route);

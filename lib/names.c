@@ -88,3 +88,15 @@ mmi_request_queue(char *out, size_t cap, const char *service, const char *route)
     mmi_join(out + lp, cap - lp, service, route);
     return out;
 }
+
+/* A usable instance, and a destination "<name>.<route>" with valid names. */
+int
+mmi_check_dest(mm_t *mm, const char *what, const char *name, unsigned flags, const char *route)
+{
+    int rc = mmi_check_usable(mm);
+    if (rc == MM_OK)
+        rc = mmi_check_name(mm, what, name, flags);
+    if (rc == MM_OK)
+        rc = mmi_check_name(mm, "route", route, 0);
+    return rc;
+}

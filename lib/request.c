@@ -524,11 +524,7 @@ static int
 check_request_args(mm_t *mm, const char *service, const char *route, mm_msg_fn fn,
                    const mm_request_opts_t *o)
 {
-    int rc = mmi_check_usable(mm);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, "service name", service, 0);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, "route", route, 0);
+    int rc = mmi_check_dest(mm, "service name", service, 0, route);
     if (rc != MM_OK)
         return rc;
     if (fn == NULL)

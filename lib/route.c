@@ -319,11 +319,7 @@ mm_queue_stat(mm_t *mm, const char *service, const char *route, mm_stat_t *ret_s
 {
     if (mm == NULL || ret_stat == NULL)
         return MM_EINVAL;
-    int rc = mmi_check_usable(mm);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, "service name", service, 0);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, "route", route, 0);
+    int rc = mmi_check_dest(mm, "service name", service, 0, route);
     if (rc != MM_OK)
         return rc;
     char queue[MMI_QUEUE_MAX];

@@ -45,11 +45,7 @@ send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_i
 static int
 check_send(mm_t *mm, const char *what, const char *name, unsigned flags, const char *route)
 {
-    int rc = mmi_check_usable(mm);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, what, name, flags);
-    if (rc == MM_OK)
-        rc = mmi_check_name(mm, "route", route, 0);
+    int rc = mmi_check_dest(mm, what, name, flags, route);
     if (rc == MM_OK && mm->state != MMI_CONNECTED)
         rc = mmi_fail(mm, MM_ENOTCONN, "not connected");
     return rc;

@@ -134,19 +134,27 @@ mm_msg_end(mm_msg_t *msg, const void *body, size_t len)
     return stream_send(msg, "mm_msg_end", MMI_ANS_END, body, len);
 }
 
-int
-mm_msg_ack(mm_msg_t *msg)
+/* Acking or nacking needs a received message of a live instance. */
+static int
+check_delivery(const mm_msg_t *msg)
 {
     if (msg == NULL)
         return MM_EINVAL;
     if (msg->kind == MM_MSG_ANSWER)
         return MM_ESTATE;
-    if (msg->mm == NULL)
-        return MM_ECLOSED;
+    return msg->mm == NULL ? MM_ECLOSED : MM_OK;
+}
+
+int
+mm_msg_ack(mm_msg_t *msg)
+{
+    int rc = check_delivery(msg);
+    if (rc != MM_OK)
+        return rc;
     if (msg->nacked)
         return mmi_fail(msg->mm, MM_ESTATE, "mm_msg_ack: the message on '%s' was rejected",
                         msg->route);
-    int rc = mmi_msg_ack(msg);
+    rc = mmi_msg_ack(msg);
     if (rc == MM_OK && msg->kind == MM_MSG_TASK)
         msg->answered = true;
     return rc;
@@ -155,13 +163,10 @@ mm_msg_ack(mm_msg_t *msg)
 int
 mm_msg_nack(mm_msg_t *msg, int requeue)
 {
-    if (msg == NULL)
-        return MM_EINVAL;
-    if (msg->kind == MM_MSG_ANSWER)
-        return MM_ESTATE;
-    if (msg->mm == NULL)
-        return MM_ECLOSED;
-    int rc = mmi_msg_nack(msg, requeue != 0);
+    int rc = check_delivery(msg);
+    if (rc != MM_OK)
+        return rc;
+    rc = mmi_msg_nack(msg, requeue != 0);
     if (rc == MM_OK && msg->kind != MM_MSG_EVENT)
         msg->answered = true;
     return rc;
