@@ -220,6 +220,8 @@ collect(struct mmi_req *q)
     for (int64_t i = 0; i <= q->end_seq; i++)
         if ((uint32_t) i >= q->nslots || q->slots[i] == NULL)
             return; /* an earlier part is still on its way */
+    for (uint32_t i = (uint32_t) q->end_seq + 1; i < q->nslots; i++)
+        q->slots[i] = mm_msg_unref(q->slots[i]); /* numbered past the end: a broken peer */
     mm_msg_t *end = q->slots[q->end_seq];
     end->parts = q->slots; /* the parts before the end; the end message itself is last */
     end->nparts = (size_t) q->end_seq;
@@ -366,7 +368,9 @@ on_answer(mm_t *mm, const mmi_content_t *c, void *ud)
         fail(q, MM_ENOMEM, "outOfMemory", "no memory for the answer from %s", q->target);
         return;
     }
-    m->correlation_id = q->corr;
+    m->correlation_id = mmi_msg_str(m, q->corr, 36); /* q is freed before the callback */
+    if (m->correlation_id == NULL)
+        m->correlation_id = "";
     m->wire_size = (size_t) c->body_size;
     m->redelivered = c->redelivered;
     char err[MMI_ERRBUF] = "";
@@ -389,14 +393,16 @@ fail_marked(evutil_socket_t fd, short what, void *arg)
     (void) fd;
     (void) what;
     mmi_enter(mm);
-    struct mmi_req *q = mm->reqs->all, *next;
-    for (; q != NULL && mmi_alive(mm); q = next) {
-        next = q->next;
-        if (q->fail_code != 0)
-            fail(q, q->fail_code, "notConnected",
-                 "the reply queue was lost (connection or channel closed) before the answer "
-                 "from %s",
-                 q->target);
+    /* From the head each time: a callback may complete (cancel) any other request. */
+    for (;;) {
+        struct mmi_req *q = mm->reqs->all;
+        while (q != NULL && q->fail_code == 0)
+            q = q->next;
+        if (q == NULL || !mmi_alive(mm))
+            break;
+        fail(q, q->fail_code, "notConnected",
+             "the reply queue was lost (connection or channel closed) before the answer from %s",
+             q->target);
     }
     mmi_leave(mm);
 }

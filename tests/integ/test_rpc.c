@@ -326,6 +326,10 @@ START_TEST(round_trip_string)
     ck_assert_int_eq(p.status, MM_OK);
     ck_assert_int_eq(p.calls, 1);
     assert_bytes(&p.body, b);
+    /* the answer's ids live as long as the answer (it was kept past its callback) */
+    ck_assert_uint_eq(strlen(mm_msg_correlation_id(p.msg)), 36);
+    ck_assert_uint_eq(strlen(mm_msg_request_id(p.msg)), 36);
+    ck_assert_str_ne(mm_msg_correlation_id(p.msg), mm_msg_request_id(p.msg));
     mmt_probe_free(&p);
     mm_body_free(b);
 }
