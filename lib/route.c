@@ -20,17 +20,32 @@ on_content(mm_t *mm, const mmi_content_t *c, void *ud)
     mmi_dispatch(mm, ud, c);
 }
 
+static int route_declare(mm_t *mm, struct mm_route *r);
+
+/* The broker cancelled our consumer (its queue was deleted from outside, or a
+ * node failed): declare the route again at once, so that it does not stay
+ * silently dead while the connection looks healthy. Unsettled deliveries of
+ * the old channel go back to the queue when it closes. */
 static void
 on_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
 {
     struct mm_route *r = ud;
-    (void) ch;
     if (m->id != AMQP_BASIC_CANCEL_METHOD)
         return;
     r->ctag[0] = '\0';
-    mmi_msg_event(mm, MM_EV_ERROR, MM_ECHANNEL, r->name, NULL,
-                  "the broker cancelled the consumer of '%s' (queue %s deleted?)", r->name,
-                  r->queue);
+    mmi_chan_close(mm, ch);
+    r->ch = 0;
+    int rc = mm->state == MMI_CONNECTED ? route_declare(mm, r) : MM_ENOTCONN;
+    if (rc == MM_OK)
+        mmi_msg_event(mm, MM_EV_ERROR, MM_ECHANNEL, r->name, NULL,
+                      "the broker cancelled the consumer of '%s' (queue %s deleted?): route "
+                      "declared again",
+                      r->name, r->queue);
+    else
+        mmi_msg_event(mm, MM_EV_ERROR, rc, r->name, NULL,
+                      "the broker cancelled the consumer of '%s' and declaring it again "
+                      "failed: %s",
+                      r->name, mm->last_error);
 }
 
 static void

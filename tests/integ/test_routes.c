@@ -241,6 +241,26 @@ START_TEST(stop_deletes_an_idle_queue)
 }
 END_TEST
 
+START_TEST(queue_deleted_from_outside_is_declared_again)
+{
+    struct counter c = {.route = "del", .target = 1};
+    ck_assert_int_eq(mm_handle(F.a, "del", on_msg, &c, NULL, NULL), MM_OK);
+    mmt_connect(F.a);
+    mmt_connect(F.client);
+    request_ok("del", "del");
+    char q[200], cmd[256];
+    snprintf(cmd, sizeof cmd, "delete_queue %s", queue_of("del", q, sizeof q));
+    ck_assert_int_eq(mmt_ctl(cmd), 0);
+    /* the consumer's cancel notice: reported, and the route declared again */
+    MMT_WAIT(F.base, F.aev.seen[MM_EV_ERROR], mmt_scale(WAIT_MS));
+    ck_assert_int_eq(F.aev.code[MM_EV_ERROR], MM_ECHANNEL);
+    ck_assert_ptr_nonnull(strstr(F.aev.text[MM_EV_ERROR], "declared again"));
+    ck_assert(raw_exists(&F.raw, q));
+    request_ok("del", "del");
+    ck_assert_int_eq(c.calls, 2);
+}
+END_TEST
+
 START_TEST(stat_counts_ready_messages_and_consumers)
 {
     struct counter c = {.route = "slow", .target = 1, .keep_first = true};
@@ -410,6 +430,7 @@ suite(void)
     tcase_add_test(tc, each_route_reaches_its_own_handler);
     tcase_add_test(tc, routes_declared_before_and_after_connect);
     tcase_add_test(tc, stop_deletes_an_idle_queue);
+    tcase_add_test(tc, queue_deleted_from_outside_is_declared_again);
     tcase_add_test(tc, stat_counts_ready_messages_and_consumers);
     tcase_add_test(tc, queue_kept_while_another_instance_consumes);
     tcase_add_test(tc, queue_kept_when_not_empty);
