@@ -42,10 +42,14 @@ send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_i
     return rc;
 }
 
+/* Options loaded, names valid, connected: what every send checks first. */
 static int
-check_send(mm_t *mm, const char *what, const char *name, unsigned flags, const char *route)
+prepare(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o, const char *what, const char *name,
+        unsigned flags, const char *route)
 {
-    int rc = mmi_check_dest(mm, what, name, flags, route);
+    int rc = load_opts(mm, opts, o);
+    if (rc == MM_OK)
+        rc = mmi_check_dest(mm, what, name, flags, route);
     if (rc == MM_OK && mm->state != MMI_CONNECTED)
         rc = mmi_fail(mm, MM_ENOTCONN, "not connected");
     return rc;
@@ -58,9 +62,7 @@ mm_task(mm_t *mm, const char *service, const char *route, const void *body, size
     if (mm == NULL)
         return MM_EINVAL;
     mm_send_opts_t o;
-    int rc = load_opts(mm, opts, &o);
-    if (rc == MM_OK)
-        rc = check_send(mm, "service name", service, 0, route);
+    int rc = prepare(mm, opts, &o, "service name", service, 0, route);
     if (rc != MM_OK)
         return rc;
     char rid[37], queue[MMI_QUEUE_MAX];
@@ -83,13 +85,12 @@ mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_
     if (mm == NULL)
         return MM_EINVAL;
     mm_send_opts_t o;
-    int rc = load_opts(mm, opts, &o);
-    if (rc == MM_OK)
-        rc = check_send(mm, "target", target ? target : mm->service, MMI_NAME_INTERNAL, route);
+    const char *to = target ? target : mm->service;
+    int rc = prepare(mm, opts, &o, "target", to, MMI_NAME_INTERNAL, route);
     if (rc != MM_OK)
         return rc;
     char key[2 * MMI_NAME_MAX + 2];
-    mmi_join(key, sizeof key, target ? target : mm->service, route);
+    mmi_join(key, sizeof key, to, route);
     mmi_hdrs_t h;
     mmi_hdrs_init(&h); /* an event's __mms is an empty table */
     mmi_pub_t p = {.exchange = MMI_PUBSUB, .routing_key = key};
