@@ -76,7 +76,9 @@ MM_EXPORT int mm_version(void);
     X(ESTATE, -19, "call not allowed in the current state")                                        \
     X(ENOTCONN, -20, "not connected")                                                              \
     X(ECHANNEL, -21, "channel closed by the broker")                                               \
-    X(EPROTO, -22, "AMQP protocol error")
+    X(EPROTO, -22, "AMQP protocol error")                                                          \
+    X(EBLOCKED, -23, "publishing blocked by the broker (flow control)")                            \
+    X(EFULL, -24, "send buffer full")
 
 /** Error codes: MM_OK or a negative MM_E* value. */
 typedef enum mm_err {
@@ -132,6 +134,9 @@ typedef struct mm mm_t;
  */
 typedef int64_t (*mm_retry_fn)(int error, unsigned attempts, uint64_t elapsed_ms, void *ud);
 
+/** No timeout (mm_request_opts_t.timeout_ms, mm_opts_t.send_timeout_ms). */
+#define MM_NO_TIMEOUT (-1)
+
 /** Kinds of instance events. */
 typedef enum mm_event_type {
     MM_EV_CONNECTED = 1,     /* the connection is up (after mm_connect) */
@@ -144,6 +149,8 @@ typedef enum mm_event_type {
     MM_EV_UNHANDLED = 8,  /* a message nobody handles: no handler for its route, or an
                              answer whose request is gone (timed out, canceled) */
     MM_EV_UNROUTABLE = 9, /* the broker returned a task: no queue for its route */
+    MM_EV_RECONNECTED = 10, /* the connection is back after a loss; routes are restored */
+    MM_EV_DEADLETTER = 11,  /* a message went to the dead-letter queue; code and text say why */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
@@ -181,7 +188,23 @@ typedef struct mm_opts {
     int codec;                   /* body encoding we send: MM_CODEC_MSGPACK (0) or MM_CODEC_JSON */
     uint32_t max_body;           /* largest body sent or received, decoded; 0: 16 MiB */
     uint32_t request_timeout_ms; /* mm_request()'s default timeout; 0: 120000 */
+
+    /* reliability; see "Reliability" below */
+    unsigned flags;               /* MM_OPT_* */
+    uint32_t reconnect_budget_ms; /* give up reconnecting after this long; 0: never */
+    size_t send_buffer;           /* bytes of buffered or unconfirmed sends; 0: 16 MiB */
+    int64_t send_timeout_ms;      /* a buffered or unconfirmed send fails after; 0: 60000;
+                                     MM_NO_TIMEOUT: never */
+    uint32_t max_redeliveries;    /* deliveries of one message before dead-lettering; 0: 5 */
+    uint32_t close_timeout_ms;    /* mm_close()'s wait for handlers and confirms; 0: 5000 */
 } mm_opts_t;
+
+/** mm_opts_t.flags */
+#define MM_OPT_NO_RECONNECT 1u    /* a lost connection stays lost: mm_run() returns */
+#define MM_OPT_CONFIRM_EVENTS 2u  /* wait for the broker's confirm of every event too */
+#define MM_OPT_NO_CONFIRM_TASKS 4u /* do not wait for the broker's confirm of tasks */
+#define MM_OPT_OFFLINE_WAIT 8u    /* mm_request() while disconnected waits for the
+                                     reconnect (within its timeout) instead of MM_ENOTCONN */
 
 /** Body encodings on the wire (mm_opts_t.codec). */
 enum {
@@ -233,16 +256,19 @@ MM_EXPORT mm_t *mm_new(const char *service, const mm_opts_t *opts);
 MM_EXPORT int mm_connect(mm_t *mm, const char *uri);
 
 /**
- * The default retry strategy: exponential backoff (100 ms doubling to 5 s)
- * with +-20 % jitter, until `elapsed_ms` reaches the budget in milliseconds
- * given as `ud` (a uintptr_t cast to void *; 0: 30000). Never retries
+ * The default retry strategy: exponential backoff (100 ms doubling to
+ * 800 ms) with +-20 % jitter, until `elapsed_ms` reaches the budget in
+ * milliseconds given as `ud` (a uintptr_t cast to void *; 0: 30000;
+ * UINTPTR_MAX: no end, as for reconnects). Never retries
  * MM_EURI, MM_EAUTH, MM_EVHOST, MM_ETLS and MM_EINVAL: they will not heal.
  */
 MM_EXPORT int64_t mm_retry_default(int error, unsigned attempts, uint64_t elapsed_ms, void *ud);
 
 /**
- * Run the instance's own loop until mm_stop() or the connection is lost.
- * @return MM_OK after mm_stop(); MM_EDISCONNECTED when the connection died;
+ * Run the instance's own loop until mm_stop(), or until the connection is
+ * lost for good (MM_OPT_NO_RECONNECT, or the retry strategy gave up).
+ * @return MM_OK after mm_stop(); MM_EDISCONNECTED when the connection died
+ *         for good;
  *         MM_ECLOSED when a callback called mm_free(): the instance is then
  *         already freed and must not be touched (nor freed again);
  *         MM_ESTATE when the instance is attached to the caller's event_base
@@ -254,9 +280,14 @@ MM_EXPORT int mm_run(mm_t *mm);
 MM_EXPORT void mm_stop(mm_t *mm);
 
 /**
- * Close the connection cleanly (connection.close, bounded by the RPC
- * timeout) and remove every event from the loop. The instance may connect
- * again afterwards. Safe in callbacks.
+ * Close gracefully: cancel every consumer (no new deliveries), let the
+ * messages handlers still hold be settled and the sends in the buffer be
+ * confirmed, both within close_timeout_ms (the loop runs meanwhile), then
+ * close the connection (connection.close, bounded by the RPC timeout) and
+ * remove every event from the loop. Messages still unsettled go back to
+ * their queue; sends still unconfirmed fail with MM_ECLOSED. Inside a
+ * callback there is no waiting: the close is immediate. The instance may
+ * connect again afterwards.
  * @return MM_OK, or MM_ENOTCONN when not connected.
  */
 MM_EXPORT int mm_close(mm_t *mm);
@@ -565,9 +596,6 @@ typedef struct mm_req {
     uint64_t id;
 } mm_req_t;
 
-/** No timeout (mm_request_opts_t.timeout_ms). */
-#define MM_NO_TIMEOUT (-1)
-
 /** Deliver each part of a streamed answer to the callback (mm_request_opts_t.flags). */
 #define MM_REQ_PARTS 1u
 
@@ -626,6 +654,17 @@ MM_EXPORT int mm_request_cancel(mm_t *mm, mm_req_t req);
 MM_EXPORT int mm_request_sync(mm_t *mm, const char *service, const char *route, const void *body,
                               size_t len, const mm_request_opts_t *opts, mm_msg_t **ret_reply);
 
+/**
+ * The outcome of a confirmed send, called once: MM_OK (the broker has it:
+ * in every matching queue, on disk for a persistent task), MM_ENOROUTE (a
+ * task to a route no queue exists for), MM_EBROKER (the broker refused it),
+ * MM_ETIMEDOUT / MM_EBLOCKED / MM_ENOTCONN (not confirmed within
+ * send_timeout_ms: still buffered, blocked by flow control, or
+ * disconnected), MM_ECLOSED (mm_free before a verdict). Runs on the loop,
+ * never inside the mm_task()/mm_emit() call.
+ */
+typedef void (*mm_sent_fn)(mm_t *mm, int status, void *ud);
+
 /** Options of mm_task() and mm_emit(). Declare with MM_SEND_OPTS_INIT. */
 typedef struct mm_send_opts {
     size_t size;         /* set by MM_SEND_OPTS_INIT */
@@ -633,7 +672,14 @@ typedef struct mm_send_opts {
                             see "User headers" below */
     size_t headers_len;
     const char *request_id; /* tasks: idRequest header; NULL: a fresh UUID */
+    unsigned flags;         /* MM_SEND_* */
+    mm_sent_fn on_sent;     /* the broker's verdict on this send (implies a confirm), or NULL */
+    void *sent_ud;
 } mm_send_opts_t;
+
+/** mm_send_opts_t.flags */
+#define MM_SEND_TRANSIENT 1u /* a task not written to disk (tasks are persistent by default) */
+#define MM_SEND_CONFIRM 2u   /* wait for the broker's confirm (events; tasks do by default) */
 
 /* clang-format off */
 #define MM_SEND_OPTS_INIT {.size = sizeof(mm_send_opts_t)}
@@ -641,9 +687,12 @@ typedef struct mm_send_opts {
 
 /**
  * Queue a task for `route` of `service`: one instance handling the route
- * takes it and acks it when done. A task nobody handles is returned by the
- * broker: MM_EV_UNROUTABLE event.
- * @return MM_OK (handed to the broker), MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_ENOTCONN.
+ * takes it and acks it when done. Tasks are persistent and confirmed by
+ * default (see "Reliability"). A task nobody handles is returned by the
+ * broker: MM_EV_UNROUTABLE event, and on_sent gets MM_ENOROUTE.
+ * @return MM_OK (sent, or buffered while disconnected or blocked), MM_ENAME,
+ *         MM_EINVAL, MM_ETOOBIG, MM_EFULL (the send buffer is full),
+ *         MM_ENOTCONN (never connected, or closed).
  */
 MM_EXPORT int mm_task(mm_t *mm, const char *service, const char *route, const void *body,
                       size_t len, const mm_send_opts_t *opts);
@@ -651,11 +700,99 @@ MM_EXPORT int mm_task(mm_t *mm, const char *service, const char *route, const vo
 /**
  * Publish an event to `target`.`route` (target NULL: this service); every
  * instance listening to a matching route gets it. An event nobody listens
- * to is dropped by the broker.
- * @return MM_OK, MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_ENOTCONN.
+ * to is dropped by the broker. Buffered like tasks while disconnected or
+ * blocked; confirmed with MM_OPT_CONFIRM_EVENTS, MM_SEND_CONFIRM or on_sent.
+ * @return MM_OK, MM_ENAME, MM_EINVAL, MM_ETOOBIG, MM_EFULL, MM_ENOTCONN.
  */
 MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_t len,
                       const mm_send_opts_t *opts);
+
+/* ---- Reliability ------------------------------------------------------------
+ *
+ * Reconnect. After the first successful mm_connect(), a lost connection
+ * (broker restart, forced close, missed heartbeats, socket error) is
+ * re-established in the background: MM_EV_DISCONNECTED, then attempts paced
+ * by the retry strategy (the default backs off from 100 ms to 800 ms with
+ * jitter, with no end unless reconnect_budget_ms is set), then every route
+ * is declared and consumed again (listeners get fresh exclusive queues),
+ * buffered sends go out and MM_EV_RECONNECTED is raised. If the strategy
+ * gives up, MM_EV_DISCONNECTED comes again with its code and mm_run()
+ * returns MM_EDISCONNECTED. MM_OPT_NO_RECONNECT turns all this off.
+ * mm_connect() is blocking, and so is each reconnect attempt (bounded by
+ * connect_timeout_ms): the loop pauses during an attempt.
+ *
+ * While disconnected: tasks and events are buffered (in order, within
+ * send_buffer bytes, else MM_EFULL) and sent after the reconnect. Requests
+ * waiting for an answer fail at once with MM_EDISCONNECTED (their reply
+ * queue died with the connection); new requests fail with MM_ENOTCONN, or
+ * with MM_OPT_OFFLINE_WAIT are buffered and sent after the reconnect,
+ * their timeout running. Messages a handler received on the lost
+ * connection can no longer be settled (MM_ECHANNEL): the broker redelivers
+ * them, with mm_msg_redelivered() set.
+ *
+ * Confirms. Tasks (unless MM_OPT_NO_CONFIRM_TASKS) and confirmed events go
+ * out on a channel in confirm mode and stay in the send buffer until the
+ * broker confirms them; unconfirmed ones are sent again after a reconnect.
+ * Delivery is at least once: a handler may see a task twice (redelivered
+ * flag set, same request id) and should be idempotent. mm_flush() waits for
+ * every confirm.
+ *
+ * Flow control. While the broker blocks the connection (a memory or disk
+ * alarm: MM_EV_BLOCKED ... MM_EV_UNBLOCKED), nothing is written to the
+ * socket: every send is buffered and goes out when unblocked; a send still
+ * buffered after send_timeout_ms fails (on_sent: MM_EBLOCKED, else an
+ * MM_EV_ERROR event). No call ever waits on a blocked socket.
+ *
+ * Poison messages. A request or task that is delivered again after its
+ * handler gave it back (mm_msg_nack with requeue) or after the process
+ * handling it died is counted (header x-mm-deliveries); past
+ * max_redeliveries deliveries it goes to the service's dead-letter queue
+ * q.deadLetter.<service>, acked on its queue, with headers saying why
+ * (x-mm-dead-reason, x-mm-dead-text, x-mm-dead-route, x-mm-dead-queue,
+ * x-mm-dead-count) and an MM_EV_DEADLETTER event. Messages that cannot be
+ * decoded, tasks rejected by their handler (mm_msg_reject) and messages
+ * nobody handles go there at once. mm_deadletter_stat() and
+ * mm_deadletter_redrive() inspect it and move its messages back.
+ *
+ * Heartbeats. The pump answers the broker's heartbeats from a timer, so
+ * handlers that return quickly never cost the connection. A handler that
+ * blocks the loop for longer than about twice the heartbeat (60 s with the
+ * default 30 s) makes the broker close the connection: the service then
+ * sees MM_EV_DISCONNECTED, its unsettled messages are redelivered
+ * (possibly to another instance), and it reconnects. Run long work off the
+ * loop, or settle the message later from a reference (mm_msg_ref).
+ */
+
+/**
+ * Run the loop until every buffered or unconfirmed send has its verdict
+ * (confirmed or failed), or `timeout_ms` passes (MM_NO_TIMEOUT: no bound).
+ * Not callable from a callback on the same event_base (MM_ESTATE).
+ * @return MM_OK, MM_ETIMEDOUT (sends still pending: see mm_unconfirmed()),
+ *         MM_ESTATE, MM_ECLOSED (mm_free in a callback meanwhile: do not
+ *         touch mm again).
+ */
+MM_EXPORT int mm_flush(mm_t *mm, int64_t timeout_ms);
+
+/** Sends buffered or waiting for the broker's confirm. */
+MM_EXPORT size_t mm_unconfirmed(const mm_t *mm);
+
+/**
+ * Figures of the dead-letter queue q.deadLetter.<service> (service NULL:
+ * this instance's). @return MM_OK, MM_ENOENT (no such queue yet), MM_ENOTCONN...
+ */
+MM_EXPORT int mm_deadletter_stat(mm_t *mm, const char *service, mm_stat_t *ret_stat);
+
+/**
+ * Move up to `max` messages (0: all there are now) from this service's
+ * dead-letter queue back to the queues they came from, with their
+ * delivery count reset and the x-mm-dead-* headers removed. Each message is
+ * acked on the dead-letter queue only after the broker confirmed it on its
+ * queue. Blocks (runs the loop); not callable from a callback (MM_ESTATE).
+ * @param ret_moved receives the number of messages moved (may be NULL).
+ * @return MM_OK, MM_ENOTCONN, MM_ESTATE, MM_ETIMEDOUT (rpc_timeout_ms
+ *         without progress), or the broker's error.
+ */
+MM_EXPORT int mm_deadletter_redrive(mm_t *mm, uint32_t max, uint32_t *ret_moved);
 
 #ifdef __cplusplus
 }

@@ -17,8 +17,8 @@
 #include <amqp_tcp_socket.h>
 
 #include "internal.h"
+#include "outbox.h"
 
-#define MMI_DETAIL 224
 
 static struct timeval
 ms_tv(uint32_t ms)
@@ -32,15 +32,16 @@ mm_retry_default(int error, unsigned attempts, uint64_t elapsed_ms, void *ud)
     uint64_t budget = (uint64_t) (uintptr_t) ud;
     if (budget == 0)
         budget = 30000;
+    if ((uintptr_t) ud == UINTPTR_MAX)
+        budget = UINT64_MAX; /* reconnects: no end */
     if (error == MM_EURI || error == MM_EAUTH || error == MM_EVHOST || error == MM_ETLS ||
         error == MM_EINVAL || error == MM_ENAME)
         return -1;
     if (elapsed_ms >= budget)
         return -1;
     unsigned doublings = attempts > 1 ? attempts - 1 : 0;
-    int64_t wait = 100 << (doublings > 6 ? 6 : doublings); /* 100, 200, 400, ... */
-    if (wait > 5000)
-        wait = 5000;
+    /* 100, 200, 400, 800: a broker that comes back is found within a second */
+    int64_t wait = 100 << (doublings > 3 ? 3 : doublings);
     /* +-20 % jitter so that replicas restarted together do not retry in step */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -148,8 +149,8 @@ login(mm_t *mm, amqp_connection_state_t c, char *detail)
 }
 
 /* One attempt: TCP (or TLS) connect and AMQP login, each step bounded. */
-static int
-attempt(mm_t *mm, amqp_connection_state_t *ret, char *detail)
+int
+mmi_conn_attempt(mm_t *mm, amqp_connection_state_t *ret, char *detail)
 {
     amqp_connection_state_t c = amqp_new_connection();
     if (c == NULL)
@@ -184,7 +185,7 @@ connect_with_retry(mm_t *mm, amqp_connection_state_t *ret)
     char detail[MMI_DETAIL] = "";
     uint64_t t0 = mmi_now_ms();
     for (unsigned attempts = 1;; attempts++) {
-        int rc = attempt(mm, ret, detail);
+        int rc = mmi_conn_attempt(mm, ret, detail);
         if (rc == MM_OK)
             return MM_OK;
         uint64_t elapsed = mmi_now_ms() - t0;
@@ -212,6 +213,26 @@ prepare_uri(mm_t *mm, const char *uri)
     return mm->uri_redacted ? MM_OK : mmi_fail(mm, MM_ENOMEM, "out of memory");
 }
 
+/* A fresh connection becomes the instance's: watched by the pump. */
+int
+mmi_conn_install(mm_t *mm, amqp_connection_state_t c)
+{
+    mm->conn = c;
+    mm->state = MMI_CONNECTED;
+    mm->heartbeat = amqp_get_heartbeat(c);
+    mm->channel_max = (uint16_t) amqp_get_channel_max(c);
+    int rc = mmi_pump_start(mm);
+    if (rc != MM_OK) {
+        bool again = mm->auto_reconnect;
+        mm->auto_reconnect = false; /* a failure to set up, not a loss */
+        mmi_conn_lost(mm, rc, "cannot watch the socket");
+        mm->auto_reconnect = again;
+        mmi_conn_reap(mm);
+        return mmi_fail(mm, rc, "cannot watch the socket");
+    }
+    return MM_OK;
+}
+
 int
 mm_connect(mm_t *mm, const char *uri)
 {
@@ -220,8 +241,9 @@ mm_connect(mm_t *mm, const char *uri)
     int rc = mmi_check_usable(mm);
     if (rc != MM_OK)
         return rc;
-    if (mm->state == MMI_CONNECTED)
-        return mmi_fail(mm, MM_ESTATE, "already connected to %s", mm->uri_redacted);
+    if (mm->state != MMI_IDLE)
+        return mmi_fail(mm, MM_ESTATE, "already connected to %s%s", mm->uri_redacted,
+                        mm->state == MMI_RECONNECTING ? " (reconnecting)" : "");
     mmi_conn_reap(mm);
     rc = prepare_uri(mm, uri);
     if (rc != MM_OK)
@@ -230,16 +252,9 @@ mm_connect(mm_t *mm, const char *uri)
     rc = connect_with_retry(mm, &c);
     if (rc != MM_OK)
         return rc;
-    mm->conn = c;
-    mm->state = MMI_CONNECTED;
-    mm->heartbeat = amqp_get_heartbeat(c);
-    mm->channel_max = (uint16_t) amqp_get_channel_max(c);
-    rc = mmi_pump_start(mm);
-    if (rc != MM_OK) {
-        mmi_conn_lost(mm, rc, "cannot watch the socket");
-        mmi_conn_reap(mm);
-        return mmi_fail(mm, rc, "cannot watch the socket");
-    }
+    rc = mmi_conn_install(mm, c);
+    if (rc != MM_OK)
+        return rc;
     rc = mmi_routes_declare_all(mm);
     if (rc != MM_OK) {
         char why[MMI_ERRBUF];
@@ -250,6 +265,7 @@ mm_connect(mm_t *mm, const char *uri)
         return mmi_fail(mm, rc, "%s", why);
     }
     mmi_clear_error(mm);
+    mm->auto_reconnect = !(mm->opts.flags & MM_OPT_NO_RECONNECT);
     mmi_event(mm, MM_EV_CONNECTED, MM_OK, 0, "connected to %s (heartbeat %d s)", mm->uri_redacted,
               mm->heartbeat);
     return MM_OK;
@@ -282,7 +298,10 @@ mmi_conn_lost(mm_t *mm, int code, const char *fmt, ...)
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     retire(mm, MM_EDISCONNECTED);
-    mmi_event(mm, MM_EV_DISCONNECTED, code, 0, "%s", text);
+    bool again = mm->auto_reconnect && mmi_alive(mm);
+    mmi_event(mm, MM_EV_DISCONNECTED, code, 0, "%s%s", text, again ? "; reconnecting" : "");
+    if (again)
+        mmi_reconnect_schedule(mm);
 }
 
 /* Clean close: connection.close and wait for close-ok (bounded by the RPC timeout). */
@@ -315,9 +334,18 @@ mm_close(mm_t *mm)
 {
     if (mm == NULL)
         return MM_EINVAL;
-    if (mm->state != MMI_CONNECTED)
+    if (mm->state == MMI_IDLE)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
+    mm->auto_reconnect = false;
+    if (mm->state == MMI_CONNECTED && mm->cb_depth == 0 && !mm->syncing &&
+        mmi_drain(mm) == MM_ECLOSED) {
+        mmi_instance_destroy(mm); /* mm_free() in a callback while draining */
+        return MM_ECLOSED;
+    }
+    mmi_reconnect_stop(mm);
     mmi_conn_close(mm);
+    mm->state = MMI_IDLE;
+    mmi_outbox_close(mm);
     if (mm->cb_depth == 0)
         mmi_conn_reap(mm);
     mmi_clear_error(mm);

@@ -56,7 +56,9 @@ typedef struct mmi_chan_ops {
     bool quiet;
 } mmi_chan_ops_t;
 
-typedef enum { MMI_IDLE, MMI_CONNECTED } mmi_state;
+/* RECONNECTING: the connection was lost after a successful connect and comes
+ * back in the background (lib/reconnect.c); sends are buffered meanwhile. */
+typedef enum { MMI_IDLE, MMI_CONNECTED, MMI_RECONNECTING } mmi_state;
 
 /* The options, as copied from the caller (strings owned by mm). */
 struct mmi_opts {
@@ -74,6 +76,12 @@ struct mmi_opts {
     int codec;
     uint32_t max_body;
     uint32_t request_timeout_ms;
+    unsigned flags; /* MM_OPT_* */
+    uint32_t reconnect_budget_ms;
+    size_t send_buffer;
+    int64_t send_timeout_ms; /* MM_NO_TIMEOUT: none */
+    uint32_t max_redeliveries;
+    uint32_t close_timeout_ms;
 };
 
 struct mm {
@@ -100,6 +108,10 @@ struct mm {
     struct event *ev_read;
     struct event *ev_heartbeat;
     struct event *ev_deferred;
+    struct event *ev_reconnect; /* the next reconnect attempt (lib/reconnect.c) */
+    unsigned rc_attempts;       /* failed reconnect attempts since the loss */
+    uint64_t rc_since;          /* monotonic ms of the loss */
+    bool auto_reconnect;        /* connected once by mm_connect, not closed since */
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
     /* channels (lib/chan.c) */
@@ -114,6 +126,9 @@ struct mm {
     struct mm_route *routes;
     uint16_t pub_ch;       /* the publishing channel, 0 until first needed */
     bool pub_exchange_ok;  /* x.pubSub declared on the publishing channel */
+    uint16_t conf_ch;      /* the publishing channel in confirm mode (lib/outbox.c) */
+    bool conf_exchange_ok; /* x.pubSub declared on it */
+    struct mmi_outbox *outbox;
     uint16_t reply_ch;     /* the reply queue's channel, 0 until the first request */
     char *reply_queue;     /* q.replyQueue.<service>.<id> */
     struct mmi_reqs *reqs; /* pending requests */
@@ -182,6 +197,21 @@ int mmi_conn_open(mm_t *mm);
 void mmi_conn_lost(mm_t *mm, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void mmi_conn_close(mm_t *mm);
 void mmi_conn_reap(mm_t *mm);
+#define MMI_DETAIL 224
+int mmi_conn_attempt(mm_t *mm, amqp_connection_state_t *ret, char *detail); /* MMI_DETAIL */
+int mmi_conn_install(mm_t *mm, amqp_connection_state_t c);
+
+/* ---- reconnect (lib/reconnect.c) ---- */
+void mmi_reconnect_schedule(mm_t *mm); /* after a loss: attempts in the background */
+void mmi_reconnect_stop(mm_t *mm);
+void mmi_reconnect_free(mm_t *mm);
+
+/* ---- graceful close (lib/drain.c) ---- */
+int mmi_drain(mm_t *mm); /* MM_ECLOSED: freed meanwhile. Stop consuming, wait for handlers and confirms (bounded) */
+/* Run the loop until done(mm) (MM_OK), timeout_ms (< 0: none; MM_ETIMEDOUT), a
+ * callback's mm_free (MM_ECLOSED: the caller destroys mm), or MM_ESTATE when
+ * called from a callback. */
+int mmi_loop_until(mm_t *mm, bool (*done)(const mm_t *), int64_t timeout_ms);
 
 /* ---- frame pump (lib/pump.c) ---- */
 int mmi_pump_start(mm_t *mm);
@@ -237,6 +267,10 @@ int64_t mmi_wall_ms(void);
 
 /* ---- messaging hooks (lib/route.c, lib/request.c, lib/msg.c, lib/publish.c) ---- */
 int mmi_routes_declare_all(mm_t *mm); /* after connecting */
+void mmi_routes_restore(mm_t *mm);    /* after reconnecting: failures retry with backoff */
+void mmi_routes_cancel(mm_t *mm);     /* stop every consumer (mm_close's drain) */
+void mmi_requests_restore(mm_t *mm);  /* after reconnecting: the reply queue if needed */
+size_t mmi_msgs_unsettled(const mm_t *mm); /* requests and tasks held, not settled */
 void mmi_routes_free(mm_t *mm);
 void mmi_requests_fail_all(mm_t *mm, int code);
 void mmi_requests_free(mm_t *mm);

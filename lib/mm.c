@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "outbox.h"
 
 struct mmi_pending_event {
     struct mmi_pending_event *next;
@@ -78,7 +79,16 @@ copy_opts(mm_t *mm, const mm_opts_t *src)
         .codec = o.codec,
         .max_body = o.max_body ? o.max_body : 16u << 20,
         .request_timeout_ms = o.request_timeout_ms ? o.request_timeout_ms : 120000,
+        .flags = o.flags,
+        .reconnect_budget_ms = o.reconnect_budget_ms,
+        .send_buffer = o.send_buffer ? o.send_buffer : 16u << 20,
+        .send_timeout_ms = o.send_timeout_ms ? o.send_timeout_ms : 60000,
+        .max_redeliveries = o.max_redeliveries ? o.max_redeliveries : 5,
+        .close_timeout_ms = o.close_timeout_ms ? o.close_timeout_ms : 5000,
     };
+    if (o.send_timeout_ms < 0 && o.send_timeout_ms != MM_NO_TIMEOUT)
+        return mmi_fail(mm, MM_EINVAL, "send_timeout_ms %lld (positive, 0 or MM_NO_TIMEOUT)",
+                        (long long) o.send_timeout_ms);
     if (o.codec != MM_CODEC_MSGPACK && o.codec != MM_CODEC_JSON)
         return mmi_fail(mm, MM_EINVAL, "unknown codec %d (MM_CODEC_MSGPACK or MM_CODEC_JSON)",
                         o.codec);
@@ -194,8 +204,10 @@ event_name(mm_event_type t)
         [MM_EV_EXPIRED] = "expired",
         [MM_EV_UNHANDLED] = "unhandled",
         [MM_EV_UNROUTABLE] = "unroutable",
+        [MM_EV_RECONNECTED] = "reconnected",
+        [MM_EV_DEADLETTER] = "dead-letter",
     };
-    return t > 0 && t <= MM_EV_UNROUTABLE ? names[t] : "event";
+    return t > 0 && t <= MM_EV_DEADLETTER ? names[t] : "event";
 }
 
 static void
@@ -298,7 +310,7 @@ on_deferred(evutil_socket_t fd, short what, void *arg)
     mmi_enter(mm);
     mmi_conn_reap(mm);
     mmi_events_flush(mm);
-    if (mm->running && mm->state != MMI_CONNECTED && mmi_alive(mm)) {
+    if (mm->running && mm->state == MMI_IDLE && mmi_alive(mm)) {
         mm->run_result = MM_EDISCONNECTED;
         event_base_loopbreak(mm->base);
     }
@@ -319,7 +331,7 @@ mm_run(mm_t *mm)
         return mmi_fail(mm, MM_ESTATE,
                         "mm_run: the instance is attached to the caller's "
                         "event_base; run that base instead");
-    if (mm->state != MMI_CONNECTED)
+    if (mm->state == MMI_IDLE)
         return mmi_fail(mm, MM_ESTATE, "mm_run: not connected (call mm_connect first)");
     if (mm->running)
         return mmi_fail(mm, MM_ESTATE, "mm_run: already running");
@@ -348,9 +360,13 @@ mmi_instance_destroy(mm_t *mm)
 {
     mmi_requests_fail_all(mm, MM_ECLOSED);
     mmi_msgs_detach(mm);
+    mm->auto_reconnect = false;
+    mmi_reconnect_stop(mm);
     if (mm->state == MMI_CONNECTED)
         mmi_conn_close(mm);
     mmi_conn_reap(mm);
+    mmi_outbox_free(mm);
+    mmi_reconnect_free(mm);
     mmi_routes_free(mm);
     mmi_requests_free(mm);
     mmi_publish_forget(mm);

@@ -1,24 +1,22 @@
 /*
- * The publishing channel and what comes back on it: basic.return of a
- * mandatory request (the request fails at once with MM_ENOROUTE) or task
- * (an MM_EV_UNROUTABLE event). If the broker closes the channel, the next
- * publish opens a new one.
+ * The publishing channels, plain and in confirm mode (lib/outbox.c decides
+ * which), and what comes back on them: basic.return of a mandatory request
+ * (the request fails at once with MM_ENOROUTE) or task (an MM_EV_UNROUTABLE
+ * event, and the outbox's verdict MM_ENOROUTE), confirms. If the broker
+ * closes a channel, the next publish opens a new one.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "headers.h"
+#include "outbox.h"
 #include "publish.h"
 #include "request.h"
 
 static void
-on_return(mm_t *mm, const mmi_content_t *c, void *ud)
+unroutable_event(mm_t *mm, const mmi_content_t *c)
 {
-    (void) ud;
     const amqp_basic_properties_t *p = c->props;
-    if (p != NULL && (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
-        mmi_request_returned(mm, p->correlation_id, c->routing_key))
-        return;
     const amqp_table_t *t = p && (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
     amqp_bytes_t rid = mmi_header_str(t, "idRequest");
     mmi_mms_t mms;
@@ -34,10 +32,23 @@ on_return(mm_t *mm, const mmi_content_t *c, void *ud)
 }
 
 static void
+on_return(mm_t *mm, const mmi_content_t *c)
+{
+    const amqp_basic_properties_t *p = c->props;
+    if (p != NULL && (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+        mmi_request_returned(mm, p->correlation_id, c->routing_key))
+        return;
+    if (p != NULL && (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG))
+        mmi_outbox_returned(mm, p->message_id);
+    unroutable_event(mm, c);
+}
+
+static void
 on_content(mm_t *mm, const mmi_content_t *c, void *ud)
 {
+    (void) ud;
     if (c->method == AMQP_BASIC_RETURN_METHOD)
-        on_return(mm, c, ud);
+        on_return(mm, c);
 }
 
 static void
@@ -51,24 +62,64 @@ on_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
     mm->pub_exchange_ok = false;
 }
 
+static void
+on_conf_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
+{
+    (void) ch;
+    (void) ud;
+    mmi_outbox_confirm(mm, m);
+}
+
+static void
+on_conf_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
+{
+    (void) ch;
+    (void) text;
+    (void) ud;
+    mm->conf_ch = 0;
+    mm->conf_exchange_ok = false;
+    mmi_outbox_chan_closed(mm, code);
+}
+
 static const mmi_chan_ops_t PUB_OPS = {.on_content = on_content, .on_closed = on_closed};
+static const mmi_chan_ops_t CONF_OPS = {
+    .on_content = on_content, .on_method = on_conf_method, .on_closed = on_conf_closed};
 
 static int
-pub_channel(mm_t *mm, bool need_exchange)
+open_channel(mm_t *mm, bool confirm, uint16_t *ret)
+{
+    uint16_t ch = 0;
+    int rc = mmi_chan_open(mm, confirm ? &CONF_OPS : &PUB_OPS, NULL, &ch);
+    if (rc == MM_OK && confirm) {
+        amqp_confirm_select_t req = {0};
+        rc = mmi_rpc(mm, ch, AMQP_CONFIRM_SELECT_METHOD, &req, AMQP_CONFIRM_SELECT_OK_METHOD, NULL);
+        if (rc != MM_OK && mmi_chan_is_open(mm, ch))
+            mmi_chan_close(mm, ch);
+    }
+    if (rc == MM_OK)
+        *ret = ch;
+    return rc;
+}
+
+int
+mmi_pub_channel(mm_t *mm, bool confirm, bool need_exchange, uint16_t *ret_ch)
 {
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
-    if (mm->pub_ch == 0) {
-        int rc = mmi_chan_open(mm, &PUB_OPS, NULL, &mm->pub_ch);
+    uint16_t *ch = confirm ? &mm->conf_ch : &mm->pub_ch;
+    bool *exchange_ok = confirm ? &mm->conf_exchange_ok : &mm->pub_exchange_ok;
+    if (*ch == 0) {
+        int rc = open_channel(mm, confirm, ch);
         if (rc != MM_OK)
             return rc;
     }
-    if (need_exchange && !mm->pub_exchange_ok) {
-        int rc = mmi_exchange_declare(mm, mm->pub_ch, MMI_PUBSUB, "topic", true);
+    if (need_exchange && !*exchange_ok) {
+        int rc = mmi_exchange_declare(mm, *ch, MMI_PUBSUB, "topic", true);
         if (rc != MM_OK)
             return rc;
-        mm->pub_exchange_ok = true;
+        *exchange_ok = true;
     }
+    *ret_ch = *ch;
     return MM_OK;
 }
 
@@ -78,35 +129,53 @@ str_bytes(const char *s)
     return amqp_cstring_bytes(s);
 }
 
-int
-mmi_pub_send(mm_t *mm, const mmi_pub_t *p)
+static void
+pub_props(const mmi_pub_t *p, amqp_basic_properties_t *props)
 {
-    int rc = pub_channel(mm, strcmp(p->exchange, MMI_PUBSUB) == 0);
-    if (rc != MM_OK)
-        return rc;
-    amqp_basic_properties_t props = {
+    *props = (amqp_basic_properties_t){
         ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG,
         .content_type = str_bytes(p->body->content_type),
         .headers = p->hdrs->table,
     };
     if (p->body->content_encoding != NULL) {
-        props._flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
-        props.content_encoding = str_bytes(p->body->content_encoding);
+        props->_flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
+        props->content_encoding = str_bytes(p->body->content_encoding);
     }
     if (p->correlation_id != NULL) {
-        props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-        props.correlation_id = str_bytes(p->correlation_id);
+        props->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        props->correlation_id = str_bytes(p->correlation_id);
     }
     if (p->reply_to != NULL) {
-        props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-        props.reply_to = str_bytes(p->reply_to);
+        props->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        props->reply_to = str_bytes(p->reply_to);
     }
     if (p->expiration != NULL) {
-        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        props.expiration = str_bytes(p->expiration);
+        props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props->expiration = str_bytes(p->expiration);
     }
-    return mmi_publish(mm, mm->pub_ch, p->exchange, p->routing_key, p->mandatory, &props,
-                       p->body->body);
+    if (p->persistent) {
+        props->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+        props->delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    }
+}
+
+int
+mmi_pub_send(mm_t *mm, const mmi_pub_t *p)
+{
+    amqp_basic_properties_t props;
+    pub_props(p, &props);
+    mmi_out_msg_t m = {.exchange = p->exchange,
+                       .routing_key = p->routing_key,
+                       .mandatory = p->mandatory,
+                       .props = &props,
+                       .body = p->body->body};
+    mmi_sent_fn done = p->done;
+    if (p->ret_buffered != NULL) {
+        *p->ret_buffered = mmi_outbox_would_wait(mm, p->out_flags);
+        if (!*p->ret_buffered)
+            done = NULL;
+    }
+    return mmi_outbox_send(mm, &m, p->out_flags, done, p->done_ud);
 }
 
 void
@@ -114,4 +183,6 @@ mmi_publish_forget(mm_t *mm)
 {
     mm->pub_ch = 0;
     mm->pub_exchange_ok = false;
+    mm->conf_ch = 0;
+    mm->conf_exchange_ok = false;
 }

@@ -7,6 +7,7 @@
 #define MM_PUBLISH_H
 
 #include "headers.h"
+#include "outbox.h"
 #include "wire.h"
 
 typedef struct mmi_pub {
@@ -15,9 +16,20 @@ typedef struct mmi_pub {
     const char *correlation_id, *reply_to, *expiration; /* NULL: not set */
     mmi_hdrs_t *hdrs;
     const mmi_wire_out_t *body;
+    bool persistent;     /* delivery mode 2 */
+    unsigned out_flags;  /* MMI_OUT_* (lib/outbox.h) */
+    mmi_sent_fn done;    /* the verdict, or NULL */
+    void *done_ud;
+    bool *ret_buffered; /* when not NULL: done is passed only if the send has to wait,
+                           and this says whether it did */
 } mmi_pub_t;
 
+/* Through the outbox (lib/outbox.h): MM_OK when sent or buffered. */
 int mmi_pub_send(mm_t *mm, const mmi_pub_t *p);
+
+/* The plain or the confirm publishing channel, opened when first needed, with
+ * x.pubSub declared on it when `need_exchange`. */
+int mmi_pub_channel(mm_t *mm, bool confirm, bool need_exchange, uint16_t *ret_ch);
 
 #define MMI_PUBSUB "x.pubSub"
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "outbox.h"
 
 /* ---- backlog: frames set aside by mmi_rpc, in arrival order ---- */
 
@@ -93,6 +94,7 @@ mmi_conn_frame(mm_t *mm, const amqp_frame_t *f)
     } else if (m->id == AMQP_CONNECTION_UNBLOCKED_METHOD) {
         mm->blocked = false;
         mmi_event(mm, MM_EV_UNBLOCKED, MM_OK, 0, "broker unblocked publishing");
+        mmi_outbox_resume(mm);
     } else {
         mmi_log(mm, MM_LOG_DEBUG, "ignored method 0x%08x on channel 0", m->id);
     }

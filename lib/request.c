@@ -36,6 +36,7 @@ struct mmi_req {
     int64_t end_seq;
     int fail_code; /* set when the reply queue died: completed from the deferred event */
     bool in_part_cb, canceled;
+    bool sent; /* written to the broker (not waiting in the outbox) */
 };
 
 struct mmi_reqs {
@@ -418,11 +419,48 @@ on_reply_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
     mm->reply_ch = 0;
     if (mm->reqs == NULL)
         return;
+    /* Requests still in the outbox are not concerned: they go out later. */
     for (struct mmi_req *q = mm->reqs->all; q != NULL; q = q->next)
-        if (q->fail_code == 0)
+        if (q->fail_code == 0 && q->sent)
             q->fail_code = MM_EDISCONNECTED;
     if (mm->reqs->all != NULL)
         event_active(mm->reqs->ev_fail, EV_TIMEOUT, 0);
+}
+
+static int reply_queue(mm_t *mm);
+
+static struct mmi_req *
+find_id(mm_t *mm, uint64_t id)
+{
+    struct mmi_req *q = mm->reqs ? mm->reqs->all : NULL;
+    while (q != NULL && q->id != id)
+        q = q->next;
+    return q;
+}
+
+/* The outbox wrote (or gave up on) a request that had to wait. */
+static void
+on_request_sent(mm_t *mm, int status, void *ud)
+{
+    struct mmi_req *q = find_id(mm, (uint64_t) (uintptr_t) ud);
+    if (q == NULL)
+        return; /* completed meanwhile (timeout, cancel) */
+    if (status == MM_OK)
+        q->sent = true;
+    else
+        fail(q, status, status == MM_ECLOSED ? "closed" : "notConnected",
+             "the request to %s could not be sent: %s", q->target, mm_strerror(status));
+}
+
+/* After a reconnect: requests that waited need the reply queue back first. */
+void
+mmi_requests_restore(mm_t *mm)
+{
+    if (mm->reqs == NULL || mm->reqs->all == NULL || mm->reply_ch != 0)
+        return;
+    if (reply_queue(mm) != MM_OK)
+        mmi_msg_event(mm, MM_EV_ERROR, mm->last_code, NULL, NULL,
+                      "declaring the reply queue after reconnecting failed: %s", mm->last_error);
 }
 
 /* The broker cancelled the reply queue's consumer (the queue was deleted from
@@ -540,8 +578,10 @@ check_request_args(mm_t *mm, const char *service, const char *route, mm_msg_fn f
                         "timeout %lld ms (positive, 0 for the default, or "
                         "MM_NO_TIMEOUT)",
                         (long long) o->timeout_ms);
-    if (mm->state != MMI_CONNECTED)
-        return mmi_fail(mm, MM_ENOTCONN, "not connected");
+    bool wait = mm->state == MMI_RECONNECTING && (mm->opts.flags & MM_OPT_OFFLINE_WAIT);
+    if (mm->state != MMI_CONNECTED && !wait)
+        return mmi_fail(mm, MM_ENOTCONN, "not connected%s",
+                        mm->state == MMI_RECONNECTING ? " (reconnecting)" : "");
     return MM_OK;
 }
 
@@ -601,6 +641,7 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
     }
     mmi_request_queue(queue, sizeof queue, service, route);
     decimal(expiration, q->timeout_ms);
+    bool buffered = false;
     mmi_pub_t p = {.exchange = "",
                    .routing_key = queue,
                    .mandatory = true,
@@ -608,9 +649,14 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
                    .reply_to = mm->reply_queue,
                    .expiration = q->timeout_ms > 0 ? expiration : NULL,
                    .hdrs = &h,
-                   .body = w};
+                   .body = w,
+                   .out_flags = MMI_OUT_BUFFER,
+                   .done = on_request_sent,
+                   .done_ud = (void *) (uintptr_t) q->id,
+                   .ret_buffered = &buffered};
     rc = mmi_pub_send(mm, &p);
     mmi_hdrs_fini(&h);
+    q->sent = rc == MM_OK && !buffered;
     return rc;
 }
 
@@ -628,8 +674,8 @@ mm_request(mm_t *mm, const char *service, const char *route, const void *body, s
     int rc = check_request_args(mm, service, route, on_reply, &o);
     if (rc == MM_OK)
         rc = reqs_init(mm);
-    if (rc == MM_OK)
-        rc = reply_queue(mm);
+    if (rc == MM_OK && mm->state == MMI_CONNECTED)
+        rc = reply_queue(mm); /* else declared when the connection is back */
     mmi_wire_out_t w = {0};
     if (rc == MM_OK)
         rc = mmi_wire_encode(mm, mm->opts.codec, body, len, &w);
@@ -656,9 +702,7 @@ mm_request_cancel(mm_t *mm, mm_req_t req)
 {
     if (mm == NULL)
         return MM_EINVAL;
-    struct mmi_req *q = mm->reqs ? mm->reqs->all : NULL;
-    while (q != NULL && q->id != req.id)
-        q = q->next;
+    struct mmi_req *q = find_id(mm, req.id);
     if (q == NULL || q->canceled)
         return mmi_fail(mm, MM_ENOENT, "request %llu is not pending", (unsigned long long) req.id);
     if (q->in_part_cb) { /* completes when the part callback returns */

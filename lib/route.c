@@ -5,6 +5,7 @@
  * succeeds. Queue names and arguments follow PROTOCOL.md section 1 exactly,
  * since other instances (and other languages) declare the same queues.
  */
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,54 @@ on_content(mm_t *mm, const mmi_content_t *c, void *ud)
 }
 
 static int route_declare(mm_t *mm, struct mm_route *r);
+static void restore_later(mm_t *mm, struct mm_route *r);
+
+/* Declare a route whose channel was lost; on failure try again later. */
+static void
+restore(mm_t *mm, struct mm_route *r, const char *why)
+{
+    if (mm->state != MMI_CONNECTED || r->ch != 0)
+        return;
+    int rc = route_declare(mm, r);
+    if (rc == MM_OK) {
+        r->retries = 0;
+        if (why != NULL)
+            mmi_msg_event(mm, MM_EV_ERROR, MM_ECHANNEL, r->name, NULL,
+                          "%s: route '%s' declared again, consuming", why, r->name);
+        return;
+    }
+    mmi_msg_event(mm, MM_EV_ERROR, rc, r->name, NULL, "restoring route '%s' failed (%s): %s",
+                  r->name, why ? why : "after reconnecting", mm->last_error);
+    restore_later(mm, r);
+}
+
+static void
+on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct mm_route *r = arg;
+    mm_t *mm = r->mm;
+    (void) fd;
+    (void) what;
+    mmi_enter(mm);
+    restore(mm, r, "retry");
+    mmi_leave(mm);
+}
+
+/* Backoff 100 ms doubling to 5 s, so that a route the broker keeps refusing
+ * does not spin; the first retry comes soon, a consumer is never left absent. */
+static void
+restore_later(mm_t *mm, struct mm_route *r)
+{
+    if (r->retry == NULL && (r->retry = evtimer_new(mm->base, on_retry, r)) == NULL)
+        return;
+    unsigned n = r->retries < 6 ? r->retries : 6;
+    int64_t ms = 100 << n;
+    if (ms > 5000)
+        ms = 5000;
+    r->retries++;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    event_add(r->retry, &tv);
+}
 
 /* The broker cancelled our consumer (its queue was deleted from outside, or a
  * node failed): declare the route again at once, so that it does not stay
@@ -35,29 +84,25 @@ on_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
     r->ctag[0] = '\0';
     mmi_chan_close(mm, ch);
     r->ch = 0;
-    int rc = mm->state == MMI_CONNECTED ? route_declare(mm, r) : MM_ENOTCONN;
-    if (rc == MM_OK)
-        mmi_msg_event(mm, MM_EV_ERROR, MM_ECHANNEL, r->name, NULL,
-                      "the broker cancelled the consumer of '%s' (queue %s deleted?): route "
-                      "declared again",
-                      r->name, r->queue);
-    else
-        mmi_msg_event(mm, MM_EV_ERROR, rc, r->name, NULL,
-                      "the broker cancelled the consumer of '%s' and declaring it again "
-                      "failed: %s",
-                      r->name, mm->last_error);
+    char why[MMI_ERRBUF];
+    snprintf(why, sizeof why, "the broker cancelled the consumer of '%s' (queue %s deleted?)",
+             r->name, r->queue);
+    restore(mm, r, why);
 }
 
+/* A channel the broker closed (e.g. the delivery acknowledgement timeout, or
+ * RESOURCE_LOCKED) is restored with backoff; a lost connection is the
+ * reconnect's business. */
 static void
 on_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
 {
     struct mm_route *r = ud;
-    (void) mm;
     (void) ch;
-    (void) code;
     (void) text;
     r->ch = 0;
     r->ctag[0] = '\0';
+    if (code == MM_ECHANNEL && r->linked && mm->state == MMI_CONNECTED)
+        restore_later(mm, r);
 }
 
 static const mmi_chan_ops_t ROUTE_OPS = {
@@ -81,9 +126,27 @@ declare_queue(mm_t *mm, struct mm_route *r)
     return rc;
 }
 
+/* An exclusive listener queue of a lost connection may still exist on the
+ * broker (until it notices the loss): a new name avoids RESOURCE_LOCKED. */
+static int
+fresh_listen_queue(mm_t *mm, struct mm_route *r)
+{
+    char uuid[37], name[MMI_QUEUE_MAX];
+    mmi_make_id(mm, uuid);
+    snprintf(name, sizeof name, "q.pubSub.%s.%s", mm->service, uuid);
+    char *q = strdup(name);
+    if (q == NULL)
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    free(r->queue);
+    r->queue = q;
+    return MM_OK;
+}
+
 static int
 route_declare(mm_t *mm, struct mm_route *r)
 {
+    if (r->type == MMI_ROUTE_LISTEN && r->linked && fresh_listen_queue(mm, r) != MM_OK)
+        return MM_ENOMEM;
     int rc = mmi_chan_open(mm, &ROUTE_OPS, r, &r->ch);
     if (rc == MM_OK)
         rc = declare_queue(mm, r);
@@ -113,9 +176,34 @@ mmi_routes_declare_all(mm_t *mm)
     return MM_OK;
 }
 
+void
+mmi_routes_restore(mm_t *mm)
+{
+    for (struct mm_route *r = mm->routes; r != NULL && mm->state == MMI_CONNECTED; r = r->next) {
+        r->retries = 0;
+        if (r->retry != NULL)
+            event_del(r->retry);
+        restore(mm, r, NULL);
+    }
+}
+
+/* No new deliveries: the consumers go, the channels stay for the settles. */
+void
+mmi_routes_cancel(mm_t *mm)
+{
+    for (struct mm_route *r = mm->routes; r != NULL && mm->state == MMI_CONNECTED; r = r->next) {
+        if (r->retry != NULL)
+            event_del(r->retry);
+        if (r->ch != 0 && r->ctag[0] != '\0' && mmi_basic_cancel(mm, r->ch, r->ctag) == MM_OK)
+            r->ctag[0] = '\0';
+    }
+}
+
 static void
 route_free(struct mm_route *r)
 {
+    if (r->retry != NULL)
+        event_free(r->retry);
     free(r->name);
     free(r->target);
     free(r->queue);
@@ -216,6 +304,7 @@ route_add(mm_t *mm, mmi_route_type type, const char *target, const char *name, m
     }
     r->next = mm->routes;
     mm->routes = r;
+    r->linked = true;
     if (ret != NULL)
         *ret = r;
     return MM_OK;
@@ -316,6 +405,7 @@ mm_route_stop(mm_route_t *r)
         return MM_EINVAL;
     mm_t *mm = r->mm;
     unlink_route(mm, r);
+    r->linked = false;
     int rc = mm->state == MMI_CONNECTED ? route_undeclare(mm, r) : MM_OK;
     route_free(r);
     return rc;

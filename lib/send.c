@@ -1,7 +1,9 @@
 /*
  * Fire-and-forget sends: tasks (to a service's request queue, mandatory, so
- * a task nobody handles comes back as an MM_EV_UNROUTABLE event) and events
- * (to x.pubSub with the routing key <target>.<route>). PROTOCOL.md 2 and 5.
+ * a task nobody handles comes back as an MM_EV_UNROUTABLE event; persistent
+ * and confirmed by default) and events (to x.pubSub with the routing key
+ * <target>.<route>). Both are buffered while the connection is away.
+ * PROTOCOL.md 2 and 5.
  */
 #include <stdio.h>
 #include <string.h>
@@ -50,7 +52,7 @@ prepare(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o, const char *wha
     int rc = load_opts(mm, opts, o);
     if (rc == MM_OK)
         rc = mmi_check_dest(mm, what, name, flags, route);
-    if (rc == MM_OK && mm->state != MMI_CONNECTED)
+    if (rc == MM_OK && mm->state == MMI_IDLE)
         rc = mmi_fail(mm, MM_ENOTCONN, "not connected");
     return rc;
 }
@@ -74,7 +76,14 @@ mm_task(mm_t *mm, const char *service, const char *route, const void *body, size
     mmi_hdrs_mms_str(&h, "route", route);
     mmi_hdrs_mms_bool(&h, "isTask", true);
     mmi_hdrs_mms_int(&h, "iat", mmi_wall_ms());
-    mmi_pub_t p = {.exchange = "", .routing_key = queue, .mandatory = true};
+    bool confirm = !(mm->opts.flags & MM_OPT_NO_CONFIRM_TASKS) || o.on_sent != NULL;
+    mmi_pub_t p = {.exchange = "",
+                   .routing_key = queue,
+                   .mandatory = true,
+                   .persistent = !(o.flags & MM_SEND_TRANSIENT),
+                   .out_flags = MMI_OUT_BUFFER | (confirm ? MMI_OUT_CONFIRM : 0),
+                   .done = o.on_sent,
+                   .done_ud = o.sent_ud};
     return send_one(mm, &h, &o, o.request_id ? o.request_id : rid, &p, body, len);
 }
 
@@ -93,6 +102,12 @@ mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_
     mmi_join(key, sizeof key, to, route);
     mmi_hdrs_t h;
     mmi_hdrs_init(&h); /* an event's __mms is an empty table */
-    mmi_pub_t p = {.exchange = MMI_PUBSUB, .routing_key = key};
+    bool confirm = (mm->opts.flags & MM_OPT_CONFIRM_EVENTS) || (o.flags & MM_SEND_CONFIRM) ||
+                   o.on_sent != NULL;
+    mmi_pub_t p = {.exchange = MMI_PUBSUB,
+                   .routing_key = key,
+                   .out_flags = MMI_OUT_BUFFER | (confirm ? MMI_OUT_CONFIRM : 0),
+                   .done = o.on_sent,
+                   .done_ud = o.sent_ud};
     return send_one(mm, &h, &o, NULL, &p, body, len);
 }

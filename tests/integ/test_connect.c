@@ -413,12 +413,13 @@ local_port(mm_t *mm)
     return ntohs(((struct sockaddr_in *) &a)->sin_port);
 }
 
-START_TEST(connection_closed_by_the_broker_is_reported)
+START_TEST(connection_closed_by_the_broker_ends_the_run_without_reconnect)
 {
     struct events e = {0};
     mm_opts_t o = MM_OPTS_INIT;
     o.on_event = on_event;
     o.event_ud = &e;
+    o.flags = MM_OPT_NO_RECONNECT;
     mm_t *mm = mm_new("t-connect", &o);
     ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
     ck_assert_int_eq(mmt_kill_connection(local_port(mm)), 0);
@@ -452,7 +453,7 @@ main(void)
     tcase_add_test(tc, free_from_inside_a_callback_is_deferred);
     tcase_add_test(tc, free_from_a_callback_inside_mm_run_ends_the_run);
     tcase_add_test(tc, channel_error_leaves_the_connection_up);
-    tcase_add_test(tc, connection_closed_by_the_broker_is_reported);
+    tcase_add_test(tc, connection_closed_by_the_broker_ends_the_run_without_reconnect);
     tcase_add_test(tc, deleted_queue_cancels_the_consumer_visibly);
     tcase_add_test(tc, idle_connection_survives_a_short_heartbeat);
     suite_add_tcase(s, tc);

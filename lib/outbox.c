@@ -1,0 +1,549 @@
+/*
+ * The outbox (see outbox.h). Entries are flat copies: the properties'
+ * strings, the encoded header table, exchange, routing key and body in one
+ * allocation, so that the buffer's size bound is exact and a re-send needs
+ * nothing from the caller. Two lists, both in send order: `wait` (not yet
+ * written) and `sent` (written on the confirm channel, waiting for the
+ * broker's ack). Verdicts are delivered from an event, never inside a call
+ * that caused them.
+ */
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "outbox.h"
+#include "publish.h"
+
+typedef struct mmi_out {
+    struct mmi_out *next;
+    uint64_t seq;     /* delivery tag on the confirm channel once sent */
+    int64_t deadline; /* monotonic ms; 0: none */
+    unsigned flags;
+    int verdict; /* MM_ENOROUTE once returned, else MM_OK */
+    mmi_sent_fn done;
+    void *ud;
+    size_t size;
+    bool mandatory;
+    amqp_basic_properties_t props; /* strings point into data; headers decoded at send */
+    amqp_bytes_t headers_enc, body;
+    char *exchange, *routing_key, *message_id;
+    char data[];
+} mmi_out_t;
+
+typedef struct {
+    mmi_out_t *head, *tail;
+} out_list;
+
+struct mmi_outbox {
+    out_list wait, sent, done;
+    size_t bytes, count;
+    uint64_t next_seq;
+    struct event *ev_done, *timer;
+    amqp_pool_t pool; /* the header table of one send */
+};
+
+/* ---- lists ---- */
+
+static void
+push(out_list *l, mmi_out_t *e)
+{
+    e->next = NULL;
+    if (l->tail)
+        l->tail->next = e;
+    else
+        l->head = e;
+    l->tail = e;
+}
+
+static mmi_out_t *
+pop(out_list *l)
+{
+    mmi_out_t *e = l->head;
+    if (e != NULL && (l->head = e->next) == NULL)
+        l->tail = NULL;
+    return e;
+}
+
+/* Put all of `from` before `to` (sent entries go back before the waiting ones). */
+static void
+prepend_all(out_list *to, out_list *from)
+{
+    if (from->head == NULL)
+        return;
+    from->tail->next = to->head;
+    if (to->tail == NULL)
+        to->tail = from->tail;
+    to->head = from->head;
+    from->head = from->tail = NULL;
+}
+
+/* ---- verdicts ---- */
+
+static void arm_timer(mm_t *mm);
+
+static void
+settle(mm_t *mm, mmi_out_t *e, int verdict)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    ob->bytes -= e->size;
+    ob->count--;
+    e->verdict = verdict;
+    push(&ob->done, e);
+    event_active(ob->ev_done, EV_TIMEOUT, 0);
+}
+
+static void
+report(mm_t *mm, mmi_out_t *e)
+{
+    if (e->done != NULL) {
+        e->done(mm, e->verdict, e->ud);
+    } else if (e->verdict != MM_OK && e->verdict != MM_ENOROUTE) {
+        /* MM_ENOROUTE was reported as MM_EV_UNROUTABLE already. */
+        mmi_msg_event(mm, MM_EV_ERROR, e->verdict, NULL, NULL, "a send to '%s' failed: %s",
+                      e->routing_key[0] ? e->routing_key : e->exchange, mm_strerror(e->verdict));
+    }
+}
+
+static void
+on_done(evutil_socket_t fd, short what, void *arg)
+{
+    mm_t *mm = arg;
+    (void) fd;
+    (void) what;
+    mmi_enter(mm);
+    mmi_out_t *e;
+    while (mmi_alive(mm) && mm->outbox != NULL && (e = pop(&mm->outbox->done)) != NULL) {
+        report(mm, e);
+        free(e);
+    }
+    arm_timer(mm);
+    mmi_leave(mm);
+}
+
+/* ---- the send timeout ---- */
+
+static int
+timeout_code(const mm_t *mm, const mmi_out_t *e)
+{
+    if (e->seq != 0)
+        return MM_ETIMEDOUT; /* written, no confirm */
+    if (mm->state != MMI_CONNECTED)
+        return MM_ENOTCONN;
+    return mm->blocked ? MM_EBLOCKED : MM_ETIMEDOUT;
+}
+
+static void
+expire(mm_t *mm, out_list *l, int64_t now)
+{
+    while (l->head != NULL && l->head->deadline != 0 && l->head->deadline <= now) {
+        mmi_out_t *e = pop(l);
+        settle(mm, e, timeout_code(mm, e));
+    }
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    mm_t *mm = arg;
+    (void) fd;
+    (void) what;
+    int64_t now = (int64_t) mmi_now_ms();
+    expire(mm, &mm->outbox->sent, now);
+    expire(mm, &mm->outbox->wait, now);
+    arm_timer(mm);
+}
+
+/* The timer follows the oldest deadline (both lists are in send order). */
+static void
+arm_timer(mm_t *mm)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    if (ob == NULL)
+        return;
+    int64_t next = 0;
+    if (ob->sent.head != NULL && ob->sent.head->deadline != 0)
+        next = ob->sent.head->deadline;
+    if (ob->wait.head != NULL && ob->wait.head->deadline != 0 &&
+        (next == 0 || ob->wait.head->deadline < next))
+        next = ob->wait.head->deadline;
+    if (next == 0) {
+        event_del(ob->timer);
+        return;
+    }
+    int64_t ms = next - (int64_t) mmi_now_ms();
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    event_add(ob->timer, &tv);
+}
+
+/* ---- setup ---- */
+
+static int
+outbox_init(mm_t *mm)
+{
+    if (mm->outbox != NULL)
+        return MM_OK;
+    struct mmi_outbox *ob = calloc(1, sizeof *ob);
+    if (ob == NULL)
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    ob->ev_done = event_new(mm->base, -1, 0, on_done, mm);
+    ob->timer = evtimer_new(mm->base, on_timer, mm);
+    if (ob->ev_done == NULL || ob->timer == NULL) {
+        if (ob->ev_done)
+            event_free(ob->ev_done);
+        free(ob);
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    }
+    init_amqp_pool(&ob->pool, 1024);
+    ob->next_seq = 1; /* delivery tags count from 1 after confirm.select */
+    mm->outbox = ob;
+    return MM_OK;
+}
+
+/* ---- entries ---- */
+
+/* The header table, encoded (NULL table: none). */
+static int
+encode_headers(const amqp_basic_properties_t *p, amqp_bytes_t *out)
+{
+    *out = (amqp_bytes_t){0, NULL};
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return MM_OK;
+    for (size_t cap = 512;; cap *= 2) {
+        void *buf = malloc(cap);
+        if (buf == NULL)
+            return MM_ENOMEM;
+        size_t off = 0;
+        int st = amqp_encode_table((amqp_bytes_t){cap, buf}, (amqp_table_t *) &p->headers, &off);
+        if (st == AMQP_STATUS_OK) {
+            *out = (amqp_bytes_t){off, buf};
+            return MM_OK;
+        }
+        free(buf);
+        if (st != AMQP_STATUS_TABLE_TOO_BIG || cap > (64u << 20))
+            return MM_EINVAL;
+    }
+}
+
+/* Copy `b` to *at and point `dst` there. */
+static void
+put(char **at, amqp_bytes_t *dst, amqp_bytes_t b)
+{
+    if (b.len > 0)
+        memcpy(*at, b.bytes, b.len);
+    *dst = (amqp_bytes_t){b.len, *at};
+    *at += b.len;
+}
+
+static char *
+put_str(char **at, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = memcpy(*at, s, n);
+    *at += n;
+    return d;
+}
+
+#define SHORT_STRS(X)                                                                              \
+    X(AMQP_BASIC_CONTENT_TYPE_FLAG, content_type)                                                  \
+    X(AMQP_BASIC_CONTENT_ENCODING_FLAG, content_encoding)                                          \
+    X(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id)                                              \
+    X(AMQP_BASIC_REPLY_TO_FLAG, reply_to)                                                          \
+    X(AMQP_BASIC_EXPIRATION_FLAG, expiration)                                                      \
+    X(AMQP_BASIC_MESSAGE_ID_FLAG, message_id)                                                      \
+    X(AMQP_BASIC_TYPE_FLAG, type)                                                                  \
+    X(AMQP_BASIC_USER_ID_FLAG, user_id)                                                            \
+    X(AMQP_BASIC_APP_ID_FLAG, app_id)                                                              \
+    X(AMQP_BASIC_CLUSTER_ID_FLAG, cluster_id)
+
+static size_t
+props_size(const amqp_basic_properties_t *p)
+{
+    size_t n = 0;
+#define SIZE_(flag, field)                                                                         \
+    if (p->_flags & (flag))                                                                        \
+        n += p->field.len;
+    SHORT_STRS(SIZE_)
+#undef SIZE_
+    return n;
+}
+
+static void
+props_copy(char **at, amqp_basic_properties_t *d, const amqp_basic_properties_t *p)
+{
+    *d = *p;
+    d->headers = (amqp_table_t){0, NULL};
+#define COPY_(flag, field)                                                                         \
+    if (p->_flags & (flag))                                                                        \
+        put(at, &d->field, p->field);
+    SHORT_STRS(COPY_)
+#undef COPY_
+}
+
+static mmi_out_t *
+entry_new(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn done, void *ud)
+{
+    amqp_bytes_t hdr;
+    if (encode_headers(m->props, &hdr) != MM_OK)
+        return NULL;
+    size_t n = props_size(m->props) + hdr.len + m->body.len + strlen(m->exchange) +
+               strlen(m->routing_key) + 2 + 37;
+    mmi_out_t *e = malloc(sizeof *e + n);
+    if (e != NULL) {
+        *e = (mmi_out_t){.flags = flags, .done = done, .ud = ud, .mandatory = m->mandatory};
+        e->size = sizeof *e + n;
+        char *at = e->data;
+        props_copy(&at, &e->props, m->props);
+        put(&at, &e->headers_enc, hdr);
+        put(&at, &e->body, m->body);
+        e->exchange = put_str(&at, m->exchange);
+        e->routing_key = put_str(&at, m->routing_key);
+        e->message_id = at; /* set by tag_message when the send is confirmed */
+        e->message_id[0] = '\0';
+        int64_t t = mm->opts.send_timeout_ms;
+        e->deadline = t > 0 ? (int64_t) mmi_now_ms() + t : 0;
+    }
+    free(hdr.bytes);
+    return e;
+}
+
+/* basic.return carries no delivery tag: a confirmed send is recognised by its
+ * message id, set here when the caller did not set one. */
+static void
+tag_message(mm_t *mm, mmi_out_t *e)
+{
+    if (e->props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+        snprintf(e->message_id, 37, "%.*s", (int) e->props.message_id.len,
+                 (const char *) e->props.message_id.bytes);
+        return;
+    }
+    mmi_make_id(mm, e->message_id);
+    e->props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    e->props.message_id = amqp_cstring_bytes(e->message_id);
+}
+
+/* ---- writing ---- */
+
+static bool
+can_write(const mm_t *mm)
+{
+    return mm->state == MMI_CONNECTED && !mm->blocked;
+}
+
+static int
+write_entry(mm_t *mm, mmi_out_t *e)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    bool confirm = (e->flags & MMI_OUT_CONFIRM) != 0;
+    uint16_t ch = 0;
+    int rc = mmi_pub_channel(mm, confirm, strcmp(e->exchange, MMI_PUBSUB) == 0, &ch);
+    if (rc != MM_OK)
+        return rc;
+    amqp_basic_properties_t props = e->props;
+    if (e->headers_enc.len > 0) {
+        size_t off = 0;
+        if (amqp_decode_table(e->headers_enc, &ob->pool, &props.headers, &off) != AMQP_STATUS_OK)
+            return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    }
+    rc = mmi_publish(mm, ch, e->exchange, e->routing_key, e->mandatory, &props, e->body);
+    recycle_amqp_pool(&ob->pool);
+    if (rc == MM_OK && confirm)
+        e->seq = ob->next_seq++;
+    return rc;
+}
+
+/* Write waiting entries in order while the connection allows. */
+static void
+flush(mm_t *mm)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    while (ob->wait.head != NULL && can_write(mm)) {
+        mmi_out_t *e = ob->wait.head;
+        int rc = write_entry(mm, e);
+        if (rc != MM_OK && mm->state == MMI_CONNECTED && !mm->blocked) {
+            pop(&ob->wait); /* refused while the connection lives (a bad message): give up */
+            settle(mm, e, MM_EBROKER);
+            continue;
+        }
+        if (rc != MM_OK)
+            return; /* connection lost meanwhile: it waits for the next one */
+        pop(&ob->wait);
+        if (e->seq != 0)
+            push(&ob->sent, e);
+        else
+            settle(mm, e, MM_OK);
+    }
+}
+
+bool
+mmi_outbox_would_wait(const mm_t *mm, unsigned flags)
+{
+    bool queued = mm->outbox != NULL && mm->outbox->wait.head != NULL;
+    return !can_write(mm) || queued || (flags & MMI_OUT_CONFIRM);
+}
+
+int
+mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn done, void *ud)
+{
+    bool buffer_ok = mm->state == MMI_RECONNECTING && (flags & MMI_OUT_BUFFER);
+    if (mm->state != MMI_CONNECTED && !buffer_ok)
+        return mmi_fail(mm, MM_ENOTCONN, "not connected");
+    int rc = outbox_init(mm);
+    if (rc != MM_OK)
+        return rc;
+    struct mmi_outbox *ob = mm->outbox;
+    if (!mmi_outbox_would_wait(mm, flags) && done == NULL) { /* the common case: nothing kept */
+        uint16_t ch = 0;
+        rc = mmi_pub_channel(mm, false, strcmp(m->exchange, MMI_PUBSUB) == 0, &ch);
+        return rc == MM_OK ? mmi_publish(mm, ch, m->exchange, m->routing_key, m->mandatory,
+                                         m->props, m->body)
+                           : rc;
+    }
+    mmi_out_t *e = entry_new(mm, m, flags, done, ud);
+    if (e == NULL)
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    if (ob->bytes + e->size > mm->opts.send_buffer) {
+        free(e);
+        return mmi_fail(mm, MM_EFULL, "send buffer full (%zu bytes waiting or unconfirmed)",
+                        ob->bytes);
+    }
+    if (flags & MMI_OUT_CONFIRM)
+        tag_message(mm, e);
+    ob->bytes += e->size;
+    ob->count++;
+    push(&ob->wait, e);
+    flush(mm);
+    arm_timer(mm);
+    return MM_OK;
+}
+
+/* ---- what the broker says ---- */
+
+static void
+confirm(mm_t *mm, uint64_t tag, bool multiple, int verdict)
+{
+    out_list *l = &mm->outbox->sent;
+    mmi_out_t **pp = &l->head, *prev = NULL;
+    while (*pp != NULL && (*pp)->seq <= tag) {
+        mmi_out_t *e = *pp;
+        if (!multiple && e->seq != tag) {
+            prev = e;
+            pp = &e->next;
+            continue;
+        }
+        *pp = e->next;
+        if (l->tail == e)
+            l->tail = prev;
+        settle(mm, e, verdict != MM_OK ? verdict : e->verdict);
+        if (!multiple)
+            break;
+    }
+    arm_timer(mm);
+}
+
+void
+mmi_outbox_confirm(mm_t *mm, const amqp_method_t *m)
+{
+    if (mm->outbox == NULL)
+        return;
+    if (m->id == AMQP_BASIC_ACK_METHOD) {
+        const amqp_basic_ack_t *a = m->decoded;
+        confirm(mm, a->delivery_tag, a->multiple, MM_OK);
+    } else if (m->id == AMQP_BASIC_NACK_METHOD) {
+        const amqp_basic_nack_t *n = m->decoded;
+        confirm(mm, n->delivery_tag, n->multiple, MM_EBROKER);
+    }
+}
+
+bool
+mmi_outbox_returned(mm_t *mm, amqp_bytes_t message_id)
+{
+    if (mm->outbox == NULL || message_id.len == 0 || message_id.len > 36)
+        return false;
+    for (mmi_out_t *e = mm->outbox->sent.head; e != NULL; e = e->next)
+        if (strlen(e->message_id) == message_id.len &&
+            memcmp(e->message_id, message_id.bytes, message_id.len) == 0) {
+            e->verdict = MM_ENOROUTE; /* the ack that follows settles it */
+            return true;
+        }
+    return false;
+}
+
+/* The confirm channel is gone. With the connection: its unconfirmed sends
+ * wait again for the next one (at least once). Closed by the broker alone
+ * (e.g. a publish to a missing exchange): which send it refused is unknown,
+ * so none is retried (that could loop) and all fail. */
+void
+mmi_outbox_chan_closed(mm_t *mm, int code)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    if (ob == NULL)
+        return;
+    if (code == MM_ECHANNEL) {
+        mmi_out_t *e;
+        while ((e = pop(&ob->sent)) != NULL)
+            settle(mm, e, MM_EBROKER);
+    } else {
+        for (mmi_out_t *e = ob->sent.head; e != NULL; e = e->next)
+            e->seq = 0;
+        prepend_all(&ob->wait, &ob->sent);
+    }
+    ob->next_seq = 1;
+}
+
+void
+mmi_outbox_resume(mm_t *mm)
+{
+    if (mm->outbox == NULL)
+        return;
+    flush(mm);
+    arm_timer(mm);
+}
+
+size_t
+mmi_outbox_pending(const mm_t *mm)
+{
+    return mm->outbox != NULL ? mm->outbox->count : 0;
+}
+
+static void
+fail_list(mm_t *mm, out_list *l, int code)
+{
+    mmi_out_t *e;
+    while ((e = pop(l)) != NULL)
+        settle(mm, e, code);
+}
+
+void
+mmi_outbox_close(mm_t *mm)
+{
+    if (mm->outbox == NULL)
+        return;
+    fail_list(mm, &mm->outbox->sent, MM_ECLOSED);
+    fail_list(mm, &mm->outbox->wait, MM_ECLOSED);
+    arm_timer(mm);
+}
+
+/* mm_free: verdicts still undelivered are delivered now (MM_ECLOSED), then
+ * everything goes. Callbacks must not call back into mm (it is being freed). */
+void
+mmi_outbox_free(mm_t *mm)
+{
+    struct mmi_outbox *ob = mm->outbox;
+    if (ob == NULL)
+        return;
+    mmi_outbox_close(mm);
+    mmi_out_t *e;
+    while ((e = pop(&ob->done)) != NULL) {
+        if (e->done != NULL)
+            e->done(mm, e->verdict, e->ud);
+        free(e);
+    }
+    event_free(ob->ev_done);
+    event_free(ob->timer);
+    empty_amqp_pool(&ob->pool);
+    free(ob);
+    mm->outbox = NULL;
+}

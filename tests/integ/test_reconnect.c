@@ -1,0 +1,191 @@
+/* Integration: reconnecting after the broker closed our connection
+ * (rabbitmqctl close_connection): the events, the routes consuming again, a
+ * pending request failed at once, and confirmed tasks sent around the loss
+ * all confirmed and handled (at least once). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "internal.h"
+#include "micromsg.h"
+#include "mmt.h"
+#include "mmt_fx.h"
+
+#define WAIT_MS 10000
+#define N_TASKS 200
+
+struct fx {
+    struct event_base *base;
+    mm_t *a, *b; /* a: requester and task sender; b: the service */
+    char service[64];
+    struct mmt_evlog aev, bev;
+    int handled, confirmed, failed;
+    bool all_handled, all_confirmed;
+    bool seen[N_TASKS];
+    int dups;
+};
+
+static struct fx F;
+
+static void
+setup(void)
+{
+    memset(&F, 0, sizeof F);
+    F.base = mmt_base_new();
+    mmt_unique("reconnect", F.service, sizeof F.service);
+    F.a = mmt_instance(F.base, "t-reconnect-client", NULL, &F.aev);
+    F.b = mmt_instance(F.base, F.service, NULL, &F.bev);
+}
+
+static void
+teardown(void)
+{
+    mm_free(F.a);
+    mm_free(F.b);
+    mmt_base_free(F.base);
+}
+
+static int
+local_port(mm_t *mm)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
+    return ntohs(a.sin_port);
+}
+
+static void
+on_echo(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    size_t n = 0;
+    const void *b = mm_msg_body_raw(msg, &n);
+    ck_assert_int_eq(mm_msg_reply(msg, b, n), MM_OK);
+}
+
+/* A request that never gets an answer: the handler keeps it. */
+static mm_msg_t *kept;
+static void
+on_keep(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    kept = mm_msg_ref(msg);
+}
+
+START_TEST(forced_close_reconnects_and_routes_answer_again)
+{
+    mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    mmt_handle(F.b, "keep", on_keep, NULL, 0);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    struct mmt_probe pending = {0}, after = {0};
+    mm_request_opts_t ro = MM_REQUEST_OPTS_INIT;
+    ro.timeout_ms = 60000;
+    ck_assert_int_eq(mm_request(F.a, F.service, "keep", NULL, 0, &ro, mmt_on_reply, &pending, NULL),
+                     MM_OK);
+    bool got = false;
+    while (!got && mmt_wait(F.base, &got, 20))
+        ;
+    uint64_t t0 = mmt_now_ms();
+    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    MMT_WAIT(F.base, pending.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(pending.status, MM_EDISCONNECTED); /* at once, not at its 60 s timeout */
+    ck_assert_uint_lt(mmt_now_ms() - t0, 5000);
+    MMT_WAIT(F.base, F.aev.seen[MM_EV_RECONNECTED], mmt_scale(WAIT_MS));
+    ck_assert_int_eq(F.aev.count[MM_EV_DISCONNECTED], 1);
+    ck_assert(mm_is_connected(F.a));
+    ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &after, NULL),
+                     MM_OK);
+    MMT_WAIT(F.base, after.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(after.status, MM_OK);
+    mm_msg_unref(kept);
+    kept = NULL;
+    mmt_probe_free(&pending);
+    mmt_probe_free(&after);
+}
+END_TEST
+
+START_TEST(the_handling_side_reconnects_and_consumes_again)
+{
+    mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    ck_assert_int_eq(mmt_kill_connection(local_port(F.b)), 0);
+    MMT_WAIT(F.base, F.bev.seen[MM_EV_RECONNECTED], mmt_scale(WAIT_MS));
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
+    MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(p.status, MM_OK);
+    mmt_probe_free(&p);
+}
+END_TEST
+
+static void
+on_task(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    const msgpack_object *b = mm_msg_body(msg);
+    ck_assert_int_eq(b->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    ck_assert_uint_lt(b->via.u64, N_TASKS);
+    if (F.seen[b->via.u64])
+        F.dups++;
+    else
+        F.handled++;
+    F.seen[b->via.u64] = true;
+    F.all_handled = F.handled == N_TASKS;
+    ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+}
+
+static void
+on_sent(mm_t *mm, int status, void *ud)
+{
+    (void) mm;
+    (void) ud;
+    if (status == MM_OK)
+        F.confirmed++;
+    else
+        F.failed++;
+    F.all_confirmed = F.confirmed + F.failed == N_TASKS;
+}
+
+START_TEST(tasks_sent_around_a_forced_close_are_all_confirmed_and_handled)
+{
+    mmt_handle(F.b, "work", on_task, NULL, 0);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    mm_send_opts_t so = MM_SEND_OPTS_INIT;
+    so.on_sent = on_sent;
+    for (int i = 0; i < N_TASKS; i++) {
+        if (i == N_TASKS / 2)
+            ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+        char body[8];
+        size_t n = 0;
+        body[n++] = (char) 0xcd; /* uint16 */
+        body[n++] = (char) (i >> 8);
+        body[n++] = (char) (i & 0xff);
+        ck_assert_int_eq(mm_task(F.a, F.service, "work", body, n, &so), MM_OK);
+    }
+    MMT_WAIT(F.base, F.all_confirmed, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(F.failed, 0);
+    mmt_wait(F.base, &F.all_handled, mmt_scale(WAIT_MS));
+    ck_assert_msg(F.all_handled, "handled %d of %d (confirmed %d, dups %d)", F.handled, N_TASKS, F.confirmed, F.dups);
+    ck_assert_uint_eq(mm_unconfirmed(F.a), 0);
+    printf("forced close during %d confirmed tasks: lost 0, duplicates %d\n", N_TASKS, F.dups);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("reconnect");
+    TCase *tc = mmt_tcase(s, "reconnect", setup, teardown, 60);
+    tcase_add_test(tc, forced_close_reconnects_and_routes_answer_again);
+    tcase_add_test(tc, the_handling_side_reconnects_and_consumes_again);
+    tcase_add_test(tc, tasks_sent_around_a_forced_close_are_all_confirmed_and_handled);
+    return mmt_run(s);
+}
