@@ -35,6 +35,7 @@ connect_watched(struct seen *s, const char *uri)
     mm_opts_t o = MM_OPTS_INIT;
     o.on_event = on_event;
     o.event_ud = s;
+    o.flags = MM_OPT_NO_RECONNECT; /* these tests are about detecting the loss */
     mm_t *mm = mm_new("t-fault", &o);
     ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
     return mm;
