@@ -500,17 +500,27 @@ reqs_init(mm_t *mm)
     return MM_OK;
 }
 
+/* q.replyQueue.<service>.<id>: named before it is declared (a request may
+ * wait in the outbox for the connection, with this reply-to). */
+static int
+reply_queue_name(mm_t *mm)
+{
+    if (mm->reply_queue != NULL)
+        return MM_OK;
+    size_t n = strlen(mm->service) + 64;
+    if ((mm->reply_queue = malloc(n)) == NULL)
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    snprintf(mm->reply_queue, n, "q.replyQueue.%s.%s", mm->service, mm->id);
+    return MM_OK;
+}
+
 static int
 reply_queue(mm_t *mm)
 {
     if (mm->reply_ch != 0)
         return MM_OK;
-    if (mm->reply_queue == NULL) {
-        size_t n = strlen(mm->service) + 64;
-        if ((mm->reply_queue = malloc(n)) == NULL)
-            return mmi_fail(mm, MM_ENOMEM, "out of memory");
-        snprintf(mm->reply_queue, n, "q.replyQueue.%s.%s", mm->service, mm->id);
-    }
+    if (reply_queue_name(mm) != MM_OK)
+        return MM_ENOMEM;
     uint16_t ch = 0;
     int rc = mmi_chan_open(mm, &REPLY_OPS, NULL, &ch);
     if (rc == MM_OK)
@@ -674,8 +684,9 @@ mm_request(mm_t *mm, const char *service, const char *route, const void *body, s
     int rc = check_request_args(mm, service, route, on_reply, &o);
     if (rc == MM_OK)
         rc = reqs_init(mm);
-    if (rc == MM_OK && mm->state == MMI_CONNECTED)
-        rc = reply_queue(mm); /* else declared when the connection is back */
+    if (rc == MM_OK)
+        rc = mm->state == MMI_CONNECTED ? reply_queue(mm)
+                                        : reply_queue_name(mm); /* declared when back */
     mmi_wire_out_t w = {0};
     if (rc == MM_OK)
         rc = mmi_wire_encode(mm, mm->opts.codec, body, len, &w);

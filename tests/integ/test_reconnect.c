@@ -179,6 +179,98 @@ START_TEST(tasks_sent_around_a_forced_close_are_all_confirmed_and_handled)
 }
 END_TEST
 
+/* While the instance reconnects (its disconnected event): a request waits for
+ * the connection with MM_OPT_OFFLINE_WAIT, fails fast without; a task and an
+ * event are buffered. All arrive after the reconnect. */
+struct offline {
+    int req_rc, fast_rc, task_rc, emit_rc;
+    bool tried;
+    struct mmt_probe probe;
+};
+
+static void
+on_offline_event(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct offline *o = ud;
+    mmt_on_event(mm, ev, &F.aev);
+    if (ev->type != MM_EV_DISCONNECTED || o->tried)
+        return;
+    o->tried = true;
+    ck_assert(!mm_is_connected(mm));
+    o->req_rc = mm_request(mm, F.service, "echo", "\xa2hi", 3, NULL, mmt_on_reply, &o->probe, NULL);
+    o->task_rc = mm_task(mm, F.service, "work", "\x07", 1, NULL);
+    o->emit_rc = mm_emit(mm, F.service, "news", NULL, 0, NULL);
+}
+
+static void
+on_news(mm_msg_t *msg, void *ud)
+{
+    (void) msg;
+    *(bool *) ud = true;
+}
+
+START_TEST(sends_while_reconnecting_wait_for_the_connection)
+{
+    mm_free(F.a);
+    struct offline o = {0};
+    mm_opts_t opts = MM_OPTS_INIT;
+    opts.flags = MM_OPT_OFFLINE_WAIT;
+    opts.on_event = on_offline_event;
+    opts.event_ud = &o;
+    opts.base = F.base;
+    F.a = mm_new("t-reconnect-client", &opts);
+    ck_assert_ptr_nonnull(F.a);
+    bool news = false;
+    mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    mmt_handle(F.b, "work", on_task, NULL, 0);
+    ck_assert_int_eq(mm_listen(F.b, NULL, "news", on_news, &news, NULL, NULL), MM_OK);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    MMT_WAIT(F.base, o.tried, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(o.req_rc, MM_OK);
+    ck_assert_int_eq(o.task_rc, MM_OK);
+    ck_assert_int_eq(o.emit_rc, MM_OK);
+    MMT_WAIT(F.base, o.probe.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(o.probe.status, MM_OK);
+    ck_assert_str_eq(o.probe.str, "hi");
+    MMT_WAIT(F.base, news, mmt_scale(WAIT_MS));
+    while (F.handled < 1 && mmt_wait(F.base, &F.all_handled, 20))
+        ;
+    ck_assert_int_eq(F.handled, 1);
+    mmt_probe_free(&o.probe);
+}
+END_TEST
+
+static void
+on_fast_event(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct offline *o = ud;
+    if (ev->type != MM_EV_DISCONNECTED || o->tried)
+        return;
+    o->tried = true;
+    o->fast_rc = mm_request(mm, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &o->probe, NULL);
+}
+
+START_TEST(requests_while_reconnecting_fail_fast_by_default)
+{
+    mm_free(F.a);
+    struct offline o = {0};
+    mm_opts_t opts = MM_OPTS_INIT;
+    opts.on_event = on_fast_event;
+    opts.event_ud = &o;
+    opts.base = F.base;
+    F.a = mm_new("t-reconnect-client", &opts);
+    mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    MMT_WAIT(F.base, o.tried, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(o.fast_rc, MM_ENOTCONN);
+    ck_assert(!o.probe.done);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -187,5 +279,7 @@ main(void)
     tcase_add_test(tc, forced_close_reconnects_and_routes_answer_again);
     tcase_add_test(tc, the_handling_side_reconnects_and_consumes_again);
     tcase_add_test(tc, tasks_sent_around_a_forced_close_are_all_confirmed_and_handled);
+    tcase_add_test(tc, sends_while_reconnecting_wait_for_the_connection);
+    tcase_add_test(tc, requests_while_reconnecting_fail_fast_by_default);
     return mmt_run(s);
 }
