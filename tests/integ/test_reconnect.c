@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "micromsg.h"
+#include "route.h"
 #include "mmt.h"
 #include "mmt_fx.h"
 
@@ -271,6 +272,34 @@ START_TEST(requests_while_reconnecting_fail_fast_by_default)
 }
 END_TEST
 
+/* The broker closes a route's channel (here: an ack of an unknown delivery tag,
+ * PRECONDITION_FAILED, as the delivery-acknowledgement timeout would): an error
+ * event, and the route consumes again on a new channel. */
+START_TEST(route_channel_closed_by_the_broker_is_restored)
+{
+    mm_route_t *r = mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    uint16_t old = r->ch;
+    ck_assert_int_eq(mmi_basic_ack(F.b, r->ch, 424242, false), MM_OK);
+    MMT_WAIT(F.base, F.bev.seen[MM_EV_CHANNEL_ERROR], mmt_scale(WAIT_MS));
+    ck_assert_ptr_nonnull(strstr(F.bev.text[MM_EV_CHANNEL_ERROR], "406"));
+    MMT_WAIT(F.base, F.bev.seen[MM_EV_ERROR], mmt_scale(WAIT_MS));
+    ck_assert_ptr_nonnull(strstr(F.bev.text[MM_EV_ERROR], "declared again"));
+    ck_assert_uint_ne(r->ch, 0);
+    ck_assert_uint_ne(r->ch, old);
+    struct mmt_probe p = {0};
+    ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
+    MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(p.status, MM_OK);
+    mm_stat_t st;
+    ck_assert_int_eq(mm_route_stat(r, &st), MM_OK);
+    ck_assert_uint_eq(st.consumers, 1);
+    mmt_probe_free(&p);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -281,5 +310,6 @@ main(void)
     tcase_add_test(tc, tasks_sent_around_a_forced_close_are_all_confirmed_and_handled);
     tcase_add_test(tc, sends_while_reconnecting_wait_for_the_connection);
     tcase_add_test(tc, requests_while_reconnecting_fail_fast_by_default);
+    tcase_add_test(tc, route_channel_closed_by_the_broker_is_restored);
     return mmt_run(s);
 }
