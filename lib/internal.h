@@ -21,6 +21,7 @@
 struct event;
 struct mmi_chan;
 struct mmi_pending_event;
+struct mmi_probe;
 struct mmi_req;
 struct mmi_reqs;
 
@@ -112,6 +113,7 @@ struct mm {
     unsigned rc_attempts;       /* failed reconnect attempts since the loss */
     uint64_t rc_since;          /* monotonic ms of the loss */
     bool auto_reconnect;        /* connected once by mm_connect, not closed since */
+    struct mmi_probe *probe;    /* the reconnect probe under way (lib/probe.c) */
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
     /* channels (lib/chan.c) */
@@ -205,6 +207,11 @@ int mmi_conn_install(mm_t *mm, amqp_connection_state_t c);
 void mmi_reconnect_schedule(mm_t *mm); /* after a loss: attempts in the background */
 void mmi_reconnect_stop(mm_t *mm);
 void mmi_reconnect_free(mm_t *mm);
+
+/* ---- is the broker answering? (lib/probe.c) ---- */
+/* done(mm, MM_OK or why not, detail) runs once, maybe before this returns. */
+int mmi_probe_start(mm_t *mm, void (*done)(mm_t *mm, int rc, const char *detail));
+void mmi_probe_cancel(mm_t *mm);
 
 /* ---- graceful close (lib/drain.c) ---- */
 int mmi_drain(mm_t *mm); /* MM_ECLOSED: freed meanwhile. Stop consuming, wait for handlers and confirms (bounded) */

@@ -1,7 +1,8 @@
 /*
  * Reconnecting in the background: after a loss, attempts paced by the retry
  * strategy (the user's, else the default one without an end), each one a
- * bounded blocking connect + login on the loop; then the routes, the reply
+ * non-blocking probe (lib/probe.c) and, once the broker answers, a bounded
+ * blocking connect + login on the loop; then the routes, the reply
  * queue and the buffered sends are restored, in that order, and
  * MM_EV_RECONNECTED is raised. A strategy that gives up leaves the instance
  * disconnected for good: MM_EV_DISCONNECTED again, and mm_run() returns.
@@ -57,6 +58,41 @@ restored(mm_t *mm)
 }
 
 static void
+failed(mm_t *mm, int rc, const char *detail)
+{
+    mm->rc_attempts++;
+    int64_t wait = next_wait(mm, rc);
+    mmi_log(mm, MM_LOG_INFO, "reconnect attempt %u failed: %s", mm->rc_attempts, detail);
+    if (wait < 0)
+        give_up(mm, rc, detail);
+    else
+        arm(mm, wait);
+}
+
+/* The broker answered the probe: the blocking connect + login is quick now. */
+static void
+on_probed(mm_t *mm, int rc, const char *probe_detail)
+{
+    if (mm->state != MMI_RECONNECTING)
+        return;
+    if (rc != MM_OK) {
+        failed(mm, rc, probe_detail);
+        return;
+    }
+    char detail[MMI_DETAIL] = "";
+    amqp_connection_state_t c = NULL;
+    rc = mmi_conn_attempt(mm, &c, detail);
+    if (rc == MM_OK && (rc = mmi_conn_install(mm, c)) != MM_OK) {
+        mm->state = MMI_RECONNECTING; /* the socket could not be watched: try again */
+        snprintf(detail, sizeof detail, "%.200s", mm->last_error);
+    }
+    if (rc == MM_OK)
+        restored(mm);
+    else
+        failed(mm, rc, detail);
+}
+
+static void
 on_attempt(evutil_socket_t fd, short what, void *arg)
 {
     mm_t *mm = arg;
@@ -66,24 +102,8 @@ on_attempt(evutil_socket_t fd, short what, void *arg)
         return;
     mmi_enter(mm);
     mmi_conn_reap(mm); /* the old connection's channel owners hear of its end first */
-    char detail[MMI_DETAIL] = "";
-    amqp_connection_state_t c = NULL;
-    int rc = mmi_conn_attempt(mm, &c, detail);
-    if (rc == MM_OK && (rc = mmi_conn_install(mm, c)) != MM_OK) {
-        mm->state = MMI_RECONNECTING; /* the socket could not be watched: try again */
-        snprintf(detail, sizeof detail, "%.200s", mm->last_error);
-    }
-    if (rc == MM_OK) {
-        restored(mm);
-    } else {
-        mm->rc_attempts++;
-        int64_t wait = next_wait(mm, rc);
-        mmi_log(mm, MM_LOG_INFO, "reconnect attempt %u failed: %s", mm->rc_attempts, detail);
-        if (wait < 0)
-            give_up(mm, rc, detail);
-        else
-            arm(mm, wait);
-    }
+    if (mmi_probe_start(mm, on_probed) != MM_OK)
+        failed(mm, MM_ENOMEM, "out of memory");
     mmi_leave(mm);
 }
 
@@ -104,6 +124,7 @@ mmi_reconnect_schedule(mm_t *mm)
 void
 mmi_reconnect_stop(mm_t *mm)
 {
+    mmi_probe_cancel(mm);
     if (mm->ev_reconnect != NULL)
         event_del(mm->ev_reconnect);
     if (mm->state == MMI_RECONNECTING)
