@@ -145,10 +145,10 @@ typedef enum mm_event_type {
     MM_EV_BLOCKED = 4,       /* the broker blocked publishing (resource alarm) */
     MM_EV_UNBLOCKED = 5,     /* publishing is allowed again */
     MM_EV_ERROR = 6,         /* any other asynchronous failure (bad input: code says what) */
-    MM_EV_EXPIRED = 7,    /* a request's deadline passed before it was answered: acked, dropped */
-    MM_EV_UNHANDLED = 8,  /* a message nobody handles: no handler for its route, or an
-                             answer whose request is gone (timed out, canceled) */
-    MM_EV_UNROUTABLE = 9, /* the broker returned a task: no queue for its route */
+    MM_EV_EXPIRED = 7,      /* a request's deadline passed before it was answered: acked, dropped */
+    MM_EV_UNHANDLED = 8,    /* a message nobody handles: no handler for its route, or an
+                               answer whose request is gone (timed out, canceled) */
+    MM_EV_UNROUTABLE = 9,   /* the broker returned a task: no queue for its route */
     MM_EV_RECONNECTED = 10, /* the connection is back after a loss; routes are restored */
     MM_EV_DEADLETTER = 11,  /* a message went to the dead-letter queue; code and text say why */
 } mm_event_type;
@@ -200,11 +200,12 @@ typedef struct mm_opts {
 } mm_opts_t;
 
 /** mm_opts_t.flags */
-#define MM_OPT_NO_RECONNECT 1u    /* a lost connection stays lost: mm_run() returns */
-#define MM_OPT_CONFIRM_EVENTS 2u  /* wait for the broker's confirm of every event too */
+#define MM_OPT_NO_RECONNECT 1u     /* a lost connection stays lost: mm_run() returns */
+#define MM_OPT_CONFIRM_EVENTS 2u   /* wait for the broker's confirm of every event too */
 #define MM_OPT_NO_CONFIRM_TASKS 4u /* do not wait for the broker's confirm of tasks */
-#define MM_OPT_OFFLINE_WAIT 8u    /* mm_request() while disconnected waits for the
-                                     reconnect (within its timeout) instead of MM_ENOTCONN */
+#define MM_OPT_OFFLINE_WAIT                                                                        \
+    8u /* mm_request() while disconnected waits for the                                            \
+          reconnect (within its timeout) instead of MM_ENOTCONN */
 
 /** Body encodings on the wire (mm_opts_t.codec). */
 enum {
@@ -474,8 +475,10 @@ MM_EXPORT mm_msg_t *mm_msg_unref(mm_msg_t *msg);
  * mm_msg_nack. The message is acked on the broker when settled, so a crash
  * before that redelivers it. A handler that returns without settling and
  * without a reference: the library answers a request with an error
- * ("notHandled"), rejects a task (nack, no requeue), and raises an
- * MM_EV_ERROR event. Bodies are copied during the call.
+ * ("notHandled"), dead-letters the message (see "Reliability"), and
+ * raises an MM_EV_ERROR event. A kept message whose last reference is
+ * dropped unsettled is treated the same way. Bodies are copied during the
+ * call.
  *
  * Errors, common to all: MM_ESTATE (already answered, write after end,
  * reply to an event or answer: detail in the text), MM_ETIMEDOUT (the
@@ -492,8 +495,8 @@ MM_EXPORT int mm_msg_reply(mm_msg_t *msg, const void *body, size_t len);
 /**
  * Answer a request with an error: the requester gets MM_EREMOTE with
  * `code` (a short camelCase code, e.g. "notFound"; NULL: "error") and
- * `text`. A task is rejected (nack without requeue: dead-lettered where the
- * queue has a dead-letter exchange).
+ * `text`. A task goes to the service's dead-letter queue with `code` as
+ * its reason (see "Reliability").
  */
 MM_EXPORT int mm_msg_reject(mm_msg_t *msg, const char *code, const char *text);
 
@@ -510,7 +513,11 @@ MM_EXPORT int mm_msg_end(mm_msg_t *msg, const void *body, size_t len);
  */
 MM_EXPORT int mm_msg_ack(mm_msg_t *msg);
 
-/** Give a task back: requeue 1 puts it back in the queue, 0 rejects it. */
+/**
+ * Give a request or task back. requeue 1: back in the queue for another try
+ * (counted: past max_redeliveries deliveries it is dead-lettered); 0: to the
+ * dead-letter queue now (reason "rejected"; a requester gets that error).
+ */
 MM_EXPORT int mm_msg_nack(mm_msg_t *msg, int requeue);
 
 /* ---- Routes: handle requests and tasks, listen to events ----------------- */
@@ -718,8 +725,11 @@ MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const voi
  * buffered sends go out and MM_EV_RECONNECTED is raised. If the strategy
  * gives up, MM_EV_DISCONNECTED comes again with its code and mm_run()
  * returns MM_EDISCONNECTED. MM_OPT_NO_RECONNECT turns all this off.
- * mm_connect() is blocking, and so is each reconnect attempt (bounded by
- * connect_timeout_ms): the loop pauses during an attempt.
+ * mm_connect() is blocking. A reconnect attempt first checks on the loop,
+ * without blocking, that the broker answers (TCP connect and the AMQP
+ * header); only then does it connect and log in, blocking for the few
+ * round trips that takes (bounded by connect_timeout_ms). Host names are
+ * resolved blocking (use an address where that matters).
  *
  * While disconnected: tasks and events are buffered (in order, within
  * send_buffer bytes, else MM_EFULL) and sent after the reconnect. Requests
@@ -745,7 +755,9 @@ MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const voi
  *
  * Poison messages. A request or task that is delivered again after its
  * handler gave it back (mm_msg_nack with requeue) or after the process
- * handling it died is counted (header x-mm-deliveries); past
+ * handling it died is counted (header x-mm-deliveries; every redelivery by
+ * the broker counts, also of messages prefetched but not yet handled when
+ * a connection died or mm_close gave them back); past
  * max_redeliveries deliveries it goes to the service's dead-letter queue
  * q.deadLetter.<service>, acked on its queue, with headers saying why
  * (x-mm-dead-reason, x-mm-dead-text, x-mm-dead-route, x-mm-dead-queue,
@@ -778,19 +790,41 @@ MM_EXPORT size_t mm_unconfirmed(const mm_t *mm);
 
 /**
  * Figures of the dead-letter queue q.deadLetter.<service> (service NULL:
- * this instance's). @return MM_OK, MM_ENOENT (no such queue yet), MM_ENOTCONN...
+ * this instance's), one broker round trip. The queue is durable, with no
+ * arguments, declared by the first dead-letter on each connection. Each
+ * message in it is the original as it arrived (body, properties, headers;
+ * no expiration, so a request's timeout does not remove it) plus headers:
+ * x-mm-dead-reason (a code string: "redelivered", "badRequest", "tooBig",
+ * "notHandled", "rejected" or the code a handler gave mm_msg_reject),
+ * x-mm-dead-text, x-mm-dead-route, x-mm-dead-queue (where it came from),
+ * x-mm-dead-count (its failed deliveries, this one included) and
+ * x-mm-dead-at (ms since the epoch). A body refused for its size
+ * (max_body) was never read: its record has an empty body and a header
+ * x-mm-body-dropped with the original size.
+ * @return MM_OK, MM_ENOENT (no such queue yet), MM_ENAME, MM_ENOTCONN...
  */
 MM_EXPORT int mm_deadletter_stat(mm_t *mm, const char *service, mm_stat_t *ret_stat);
 
 /**
- * Move up to `max` messages (0: all there are now) from this service's
- * dead-letter queue back to the queues they came from, with their
- * delivery count reset and the x-mm-dead-* headers removed. Each message is
- * acked on the dead-letter queue only after the broker confirmed it on its
- * queue. Blocks (runs the loop); not callable from a callback (MM_ESTATE).
- * @param ret_moved receives the number of messages moved (may be NULL).
+ * Move up to `max` messages (0: all there are when the call starts; those
+ * dead-lettered meanwhile wait for the next call) from this service's
+ * dead-letter queue back to the queues they came from (x-mm-dead-queue),
+ * with their delivery count reset and the x-mm-dead-* headers removed. Each
+ * message is acked on the dead-letter queue only after the broker confirmed
+ * it on its queue. Messages that cannot move stay in the dead-letter queue
+ * and are not counted as moved: no x-mm-dead-queue header, a dropped body
+ * (x-mm-body-dropped), or a queue that no longer exists. No dead-letter
+ * queue: MM_OK, nothing moved. Blocks (runs the loop, where this
+ * instance's handlers may already receive what was moved); not callable
+ * from a callback (MM_ESTATE).
+ * @param ret_moved receives the number of messages moved, also when an
+ *        error ended the redrive midway (may be NULL; untouched when the
+ *        call is refused: MM_ESTATE, MM_ENOTCONN).
  * @return MM_OK, MM_ENOTCONN, MM_ESTATE, MM_ETIMEDOUT (rpc_timeout_ms
- *         without progress), or the broker's error.
+ *         without progress), MM_ECHANNEL / MM_EDISCONNECTED (the channel or
+ *         connection died: what was not acked stays in the dead-letter
+ *         queue), MM_ECLOSED (mm_free in a callback meanwhile: do not touch
+ *         mm again), or the broker's error.
  */
 MM_EXPORT int mm_deadletter_redrive(mm_t *mm, uint32_t max, uint32_t *ret_moved);
 

@@ -19,7 +19,6 @@
 #include "internal.h"
 #include "outbox.h"
 
-
 static struct timeval
 ms_tv(uint32_t ms)
 {

@@ -1,15 +1,19 @@
 /*
  * Deliveries on a route's channel -> messages -> the route's handler. The
  * delivery is classified as the protocol says (PROTOCOL.md section 2), its
- * __mms and body decoded; bad input is rejected (nack without requeue: dead-
- * lettered where configured), reported by an event, and a requester is told
- * with an error answer, so nothing is lost silently. After the handler: an
- * event is acked; a request or task the handler neither settled nor kept
- * is answered/rejected for it, with an event.
+ * __mms and body decoded. What can never succeed (bad input, a route nobody
+ * handles, a request or task its handler neither settled nor kept) goes to
+ * the service's dead-letter queue, is reported by an event, and a requester
+ * is told with an error answer, so nothing is lost silently. A request or
+ * task redelivered by the broker is counted first, before its body is
+ * decoded (lib/deadletter.c): past max_redeliveries it is dead-lettered,
+ * below it goes back to its queue with the count, and its handler does not
+ * see that delivery. After the handler: an event is acked.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "deadletter.h"
 #include "headers.h"
 #include "msg.h"
 #include "route.h"
@@ -69,10 +73,8 @@ static int
 msg_content(mm_t *mm, mm_msg_t *msg, const mmi_content_t *c, const mmi_mms_t *mms, char *err,
             size_t errlen)
 {
-    if (mms->route.len > 0 && msg->kind != MM_MSG_EVENT)
-        msg->route = mmi_msg_str(msg, mms->route.bytes, mms->route.len);
     const amqp_table_t *t = has(c->props, AMQP_BASIC_HEADERS_FLAG) ? &c->props->headers : NULL;
-    if (msg->route == NULL || mmi_headers_to_msgpack(t, &msg->zone, &msg->headers) != MM_OK)
+    if (mmi_headers_to_msgpack(t, &msg->zone, &msg->headers) != MM_OK)
         return MM_ENOMEM;
     mmi_wire_in_t in;
     int rc = mmi_wire_decode(mm, c, &in, err, errlen);
@@ -87,26 +89,39 @@ msg_content(mm_t *mm, mm_msg_t *msg, const mmi_content_t *c, const mmi_mms_t *mm
     return rc;
 }
 
+/* Before the body is decoded (a redelivery is counted first), answer in JSON
+ * to what came as JSON. */
 static int
-build_msg(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t **ret, char *err,
-          size_t errlen)
+head_codec(const mm_t *mm, const amqp_basic_properties_t *p)
 {
-    mmi_mms_t mms;
+    static const char json[] = "application/json";
+    if (has(p, AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len >= sizeof json - 1 &&
+        memcmp(p->content_type.bytes, json, sizeof json - 1) == 0)
+        return MM_CODEC_JSON;
+    return mm->opts.codec;
+}
+
+/* The message without its body: kind, ids, route, where it came from. */
+static int
+build_head(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mmi_mms_t *mms, mm_msg_t **ret,
+           char *err, size_t errlen)
+{
     const amqp_table_t *t = has(c->props, AMQP_BASIC_HEADERS_FLAG) ? &c->props->headers : NULL;
-    int mms_rc = mmi_mms_parse(t, &mms, err, errlen);
-    mm_msg_kind kind = classify(c, &mms);
+    int mms_rc = mmi_mms_parse(t, mms, err, errlen);
+    mm_msg_kind kind = classify(c, mms);
     mm_msg_t *msg = mmi_msg_new(mm, kind ? kind : MM_MSG_TASK);
     if (msg == NULL)
         return MM_ENOMEM;
     *ret = msg;
     mmi_msg_live_add(mm, msg);
+    msg->wire = c;
     msg->ch = c->channel;
     msg->gen = mmi_chan_gen(mm, c->channel);
     msg->tag = c->delivery_tag;
     msg->no_ack = r->no_ack;
     msg->redelivered = c->redelivered;
     msg->wire_size = (size_t) c->body_size;
-    msg->reply_codec = mm->opts.codec;
+    msg->reply_codec = head_codec(mm, c->props);
     if (msg_ids(msg, c) != MM_OK)
         return MM_ENOMEM;
     if (mms_rc != MM_OK)
@@ -116,15 +131,19 @@ build_msg(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t **ret, 
                  "neither an event, a request (correlation id and reply-to) nor a task");
         return MM_EDECODE;
     }
-    return msg_content(mm, msg, c, &mms, err, errlen);
+    if (mms->route.len > 0 && kind != MM_MSG_EVENT &&
+        (msg->route = mmi_msg_str(msg, mms->route.bytes, mms->route.len)) == NULL)
+        return MM_ENOMEM;
+    return MM_OK;
 }
 
-/* Reject without requeue, and tell a requester (it would otherwise wait for its timeout). */
+/* Dead-letter instead of dropping, and tell a requester (it would otherwise
+ * wait for its timeout). Messages consumed without acks are gone already. */
 static void
-refuse(mm_msg_t *msg, const char *code, const char *text)
+refuse(mm_msg_t *msg, const char *code, int err, const char *text)
 {
     if (!msg->no_ack && !msg->acked)
-        mmi_msg_nack(msg, false);
+        mmi_dl_settle(msg, code, err, text);
     if (msg->kind == MM_MSG_REQUEST && msg->reply_to[0] != '\0')
         mm_msg_reject(msg, code, text);
 }
@@ -133,14 +152,14 @@ static void
 bad_input(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, int code,
           const char *err)
 {
+    const char *why = err[0] ? err : mm_strerror(code);
     mmi_msg_event(mm, MM_EV_ERROR, code, r->name,
                   msg && msg->request_id[0] ? msg->request_id : NULL,
-                  "message on '%s' rejected: %s", r->name, err[0] ? err : mm_strerror(code));
-    if (msg != NULL) {
-        refuse(msg, code == MM_ETOOBIG ? "tooBig" : "badRequest", err);
-    } else if (!r->no_ack) {
-        mmi_basic_nack(mm, c->channel, c->delivery_tag, false, false);
-    }
+                  "message on '%s' rejected: %s", r->name, why);
+    if (msg != NULL && code != MM_ENOMEM)
+        refuse(msg, code == MM_ETOOBIG ? "tooBig" : "badRequest", code, why);
+    else if (!r->no_ack) /* no memory: not the message's fault, it comes back (counted) */
+        mmi_basic_nack(mm, c->channel, c->delivery_tag, false, true);
 }
 
 static bool
@@ -157,7 +176,25 @@ unhandled(mm_t *mm, struct mm_route *r, mm_msg_t *msg)
     mmi_msg_event(mm, MM_EV_UNHANDLED, MM_ENOENT, msg->route,
                   msg->request_id[0] ? msg->request_id : NULL,
                   "no handler for '%s' (message arrived on queue %s)", msg->route, r->queue);
-    refuse(msg, "notHandled", "no handler for this route");
+    refuse(msg, "notHandled", MM_ENOENT, "no handler for this route");
+}
+
+/* A request or task the broker delivers again (its handler gave it back, or
+ * the process or channel holding it died) is one failed delivery. true: the
+ * delivery is taken care of, the handler must not see it. */
+static bool
+poisoned(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg)
+{
+    if (!c->redelivered || r->type != MMI_ROUTE_HANDLE || r->no_ack || msg->kind == MM_MSG_EVENT)
+        return false;
+    uint32_t failed = mmi_dl_failed(msg), max = mm->opts.max_redeliveries;
+    if (failed < max)
+        return mmi_dl_count(msg, failed) == MM_OK; /* not sent: the handler gets it, uncounted */
+    char text[128];
+    snprintf(text, sizeof text, "delivered %u times without being settled (max_redeliveries %u)",
+             failed, max);
+    refuse(msg, "redelivered", MM_EREMOTE, text);
+    return true;
 }
 
 static void
@@ -181,19 +218,17 @@ after_handler(mm_t *mm, mm_msg_t *msg)
                   msg->request_id[0] ? msg->request_id : NULL,
                   "the handler of '%s' returned without settling the %s nor keeping it", msg->route,
                   msg->kind == MM_MSG_TASK ? "task" : "request");
-    refuse(msg, "notHandled", "the handler returned without answering");
+    refuse(msg, "notHandled", MM_ESTATE, "the handler returned without answering");
 }
 
-void
-mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
+/* A message whose head is good: decode the body, then the handler. */
+static void
+deliver(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, mmi_mms_t *mms)
 {
     char err[MMI_ERRBUF] = "";
-    mm_msg_t *msg = NULL;
-    int rc = build_msg(mm, r, c, &msg, err, sizeof err);
+    int rc = msg_content(mm, msg, c, mms, err, sizeof err);
     if (rc != MM_OK) {
         bad_input(mm, r, c, msg, rc, err);
-    } else if (!route_matches(r, msg)) {
-        unhandled(mm, r, msg);
     } else if (msg->expired) {
         mmi_msg_ack(msg);
         mmi_msg_event(mm, MM_EV_EXPIRED, MM_ETIMEDOUT, msg->route,
@@ -204,5 +239,22 @@ mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
         fn(msg, r->ud);
         after_handler(mm, msg);
     }
+}
+
+void
+mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
+{
+    char err[MMI_ERRBUF] = "";
+    mm_msg_t *msg = NULL;
+    mmi_mms_t mms;
+    int rc = build_head(mm, r, c, &mms, &msg, err, sizeof err);
+    if (rc != MM_OK)
+        bad_input(mm, r, c, msg, rc, err);
+    else if (!route_matches(r, msg))
+        unhandled(mm, r, msg);
+    else if (!poisoned(mm, r, c, msg))
+        deliver(mm, r, c, msg, &mms);
+    if (msg != NULL)
+        msg->wire = NULL; /* the delivery's memory ends here; mm_msg_ref kept a copy */
     mm_msg_unref(msg);
 }

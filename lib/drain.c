@@ -58,9 +58,9 @@ mmi_loop_until(mm_t *mm, bool (*done)(const mm_t *), int64_t timeout_ms)
     event_free(ev);
     if (mm->free_pending)
         return MM_ECLOSED;
-    return rc == MM_OK ? MM_OK
-                       : mmi_fail(mm, rc, "%s", rc == MM_ESTATE ? "called from a callback"
-                                                                : "timed out");
+    return rc == MM_OK
+               ? MM_OK
+               : mmi_fail(mm, rc, "%s", rc == MM_ESTATE ? "called from a callback" : "timed out");
 }
 
 static bool

@@ -109,11 +109,11 @@ struct mm {
     struct event *ev_read;
     struct event *ev_heartbeat;
     struct event *ev_deferred;
-    struct event *ev_reconnect; /* the next reconnect attempt (lib/reconnect.c) */
-    unsigned rc_attempts;       /* failed reconnect attempts since the loss */
-    uint64_t rc_since;          /* monotonic ms of the loss */
-    bool auto_reconnect;        /* connected once by mm_connect, not closed since */
-    struct mmi_probe *probe;    /* the reconnect probe under way (lib/probe.c) */
+    struct event *ev_reconnect;      /* the next reconnect attempt (lib/reconnect.c) */
+    unsigned rc_attempts;            /* failed reconnect attempts since the loss */
+    uint64_t rc_since;               /* monotonic ms of the loss */
+    bool auto_reconnect;             /* connected once by mm_connect, not closed since */
+    struct mmi_probe *probe;         /* the reconnect probe under way (lib/probe.c) */
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
     /* channels (lib/chan.c) */
@@ -214,7 +214,8 @@ int mmi_probe_start(mm_t *mm, void (*done)(mm_t *mm, int rc, const char *detail)
 void mmi_probe_cancel(mm_t *mm);
 
 /* ---- graceful close (lib/drain.c) ---- */
-int mmi_drain(mm_t *mm); /* MM_ECLOSED: freed meanwhile. Stop consuming, wait for handlers and confirms (bounded) */
+int mmi_drain(mm_t *mm); /* MM_ECLOSED: freed meanwhile. Stop consuming, wait for handlers and
+                            confirms (bounded) */
 /* Run the loop until done(mm) (MM_OK), timeout_ms (< 0: none; MM_ETIMEDOUT), a
  * callback's mm_free (MM_ECLOSED: the caller destroys mm), or MM_ESTATE when
  * called from a callback. */
@@ -273,10 +274,10 @@ uint64_t mmi_now_ms(void);
 int64_t mmi_wall_ms(void);
 
 /* ---- messaging hooks (lib/route.c, lib/request.c, lib/msg.c, lib/publish.c) ---- */
-int mmi_routes_declare_all(mm_t *mm); /* after connecting */
-void mmi_routes_restore(mm_t *mm);    /* after reconnecting: failures retry with backoff */
-void mmi_routes_cancel(mm_t *mm);     /* stop every consumer (mm_close's drain) */
-void mmi_requests_restore(mm_t *mm);  /* after reconnecting: the reply queue if needed */
+int mmi_routes_declare_all(mm_t *mm);      /* after connecting */
+void mmi_routes_restore(mm_t *mm);         /* after reconnecting: failures retry with backoff */
+void mmi_routes_cancel(mm_t *mm);          /* stop every consumer (mm_close's drain) */
+void mmi_requests_restore(mm_t *mm);       /* after reconnecting: the reply queue if needed */
 size_t mmi_msgs_unsettled(const mm_t *mm); /* requests and tasks held, not settled */
 void mmi_routes_free(mm_t *mm);
 void mmi_requests_fail_all(mm_t *mm, int code);

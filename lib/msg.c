@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "deadletter.h"
 #include "msg.h"
 
 static const msgpack_object EMPTY_MAP = {.type = MSGPACK_OBJECT_MAP};
@@ -177,6 +178,12 @@ mm_msg_ref(mm_msg_t *msg)
         return NULL;
     if (own_body(msg) != MM_OK && msg->mm != NULL)
         mmi_log(msg->mm, MM_LOG_ERR, "out of memory keeping a message body");
+    /* A request or task settled later may have to be dead-lettered as it came. */
+    bool settles = msg->kind == MM_MSG_REQUEST || msg->kind == MM_MSG_TASK;
+    if (settles && !msg->acked && !msg->no_ack && mmi_dl_keep(msg) != MM_OK && msg->mm != NULL)
+        mmi_log(msg->mm, MM_LOG_ERR,
+                "out of memory keeping a delivery: a dead-letter would "
+                "give it back to its queue instead");
     msg->refs++;
     return msg;
 }
@@ -190,6 +197,7 @@ msg_destroy(mm_msg_t *msg)
         mm_msg_unref(msg->parts[i]);
     free(msg->parts);
     mmi_buf_free(&msg->own);
+    mmi_dl_kept_free(msg->kept);
     msgpack_zone_destroy(&msg->zone);
     free(msg);
 }
@@ -197,8 +205,10 @@ msg_destroy(mm_msg_t *msg)
 mm_msg_t *
 mm_msg_unref(mm_msg_t *msg)
 {
-    if (msg != NULL && --msg->refs == 0)
-        msg_destroy(msg);
+    if (msg == NULL || --msg->refs > 0)
+        return NULL;
+    mmi_dl_release(msg);
+    msg_destroy(msg);
     return NULL;
 }
 
@@ -265,7 +275,11 @@ mm_msg_correlation_id(const mm_msg_t *msg)
 int
 mm_msg_redelivered(const mm_msg_t *msg)
 {
-    return msg->redelivered;
+    if (msg->redelivered)
+        return 1;
+    /* A counted redelivery arrives as a new message carrying its count. */
+    const msgpack_object *n = mm_msg_header(msg, MMI_H_DELIVERIES);
+    return n != NULL && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER && n->via.u64 > 0;
 }
 
 size_t

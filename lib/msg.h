@@ -52,6 +52,11 @@ struct mm_msg {
     mmi_buf_t own;
     size_t wire_size;
     bool redelivered;
+
+    /* the delivery, for a dead-letter (lib/deadletter.c): `wire` only during the
+     * dispatch, `kept` a copy made by mm_msg_ref of a request or task */
+    const mmi_content_t *wire;
+    struct mmi_wire_kept *kept;
 };
 
 mm_msg_t *mmi_msg_new(mm_t *mm, mm_msg_kind kind);

@@ -86,8 +86,7 @@ static void
 settle(mm_t *mm, mmi_out_t *e, int verdict)
 {
     struct mmi_outbox *ob = mm->outbox;
-    ob->bytes -= e->size;
-    ob->count--;
+    ob->bytes -= e->size; /* counted as pending until its verdict is reported */
     e->verdict = verdict;
     push(&ob->done, e);
     event_active(ob->ev_done, EV_TIMEOUT, 0);
@@ -114,8 +113,10 @@ on_done(evutil_socket_t fd, short what, void *arg)
     mmi_enter(mm);
     mmi_out_t *e;
     while (mmi_alive(mm) && mm->outbox != NULL && (e = pop(&mm->outbox->done)) != NULL) {
-        report(mm, e);
+        report(mm, e); /* e.g. the ack of a dead-lettered original: part of a drain */
         free(e);
+        if (mm->outbox != NULL)
+            mm->outbox->count--;
     }
     arm_timer(mm);
     mmi_leave(mm);

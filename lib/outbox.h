@@ -41,7 +41,7 @@ int mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_f
 bool mmi_outbox_would_wait(const mm_t *mm, unsigned flags);
 
 /* What the confirm channel hears (lib/publish.c). */
-void mmi_outbox_confirm(mm_t *mm, const amqp_method_t *m);  /* basic.ack / basic.nack */
+void mmi_outbox_confirm(mm_t *mm, const amqp_method_t *m);   /* basic.ack / basic.nack */
 bool mmi_outbox_returned(mm_t *mm, amqp_bytes_t message_id); /* basic.return: ours? */
 void mmi_outbox_chan_closed(mm_t *mm, int code);
 

@@ -16,9 +16,9 @@ typedef struct mmi_pub {
     const char *correlation_id, *reply_to, *expiration; /* NULL: not set */
     mmi_hdrs_t *hdrs;
     const mmi_wire_out_t *body;
-    bool persistent;     /* delivery mode 2 */
-    unsigned out_flags;  /* MMI_OUT_* (lib/outbox.h) */
-    mmi_sent_fn done;    /* the verdict, or NULL */
+    bool persistent;    /* delivery mode 2 */
+    unsigned out_flags; /* MMI_OUT_* (lib/outbox.h) */
+    mmi_sent_fn done;   /* the verdict, or NULL */
     void *done_ud;
     bool *ret_buffered; /* when not NULL: done is passed only if the send has to wait,
                            and this says whether it did */

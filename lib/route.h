@@ -26,11 +26,11 @@ struct mm_route {
     bool no_ack; /* internal targets are consumed without acks (PROTOCOL.md 5) */
     uint16_t ch;
     char ctag[128];
-    bool linked;          /* in mm->routes: a lost channel is restored */
-    struct event *retry;  /* the next restore attempt, with backoff */
-    unsigned retries;     /* failed restore attempts in a row */
-    uint32_t dl_gen;      /* ch's generation when q.deadLetter.<service> was declared
-                             (lib/deadletter.c): again on a new channel */
+    bool linked;         /* in mm->routes: a lost channel is restored */
+    struct event *retry; /* the next restore attempt, with backoff */
+    unsigned retries;    /* failed restore attempts in a row */
+    uint32_t dl_gen;     /* ch's generation when q.deadLetter.<service> was declared
+                            (lib/deadletter.c): again on a new channel */
 };
 
 /* lib/dispatch.c: a delivery on a route's channel. */

@@ -2,8 +2,11 @@
  * Settling a received message: the public reply/reject/write/end/ack/nack
  * and the ack bookkeeping under them. The broker's delivery is acked (or
  * nacked) exactly once, on the channel it came from; if that channel is
- * gone, the broker redelivers the message and settling reports it.
+ * gone, the broker redelivers the message and settling reports it. A task
+ * rejected, or a request or task given up (nack without requeue), goes to
+ * the dead-letter queue (lib/deadletter.c) and is acked once it is there.
  */
+#include "deadletter.h"
 #include "msg.h"
 
 /* The message can still be acted on: the instance lives and the kind fits. */
@@ -87,8 +90,9 @@ mm_msg_reject(mm_msg_t *msg, const char *code, const char *text)
     int rc = check_request(msg, "mm_msg_reject");
     if (rc != MM_OK)
         return rc;
-    if (msg->kind == MM_MSG_TASK) {
-        rc = mmi_msg_nack(msg, false);
+    if (msg->kind == MM_MSG_TASK) { /* dead-lettered with the handler's code and text */
+        rc = mmi_dl_settle(msg, code ? code : "rejected", MM_EREMOTE,
+                           text ? text : "rejected by its handler");
         if (rc == MM_OK)
             msg->answered = true;
         return rc;
@@ -166,7 +170,17 @@ mm_msg_nack(mm_msg_t *msg, int requeue)
     int rc = check_delivery(msg);
     if (rc != MM_OK)
         return rc;
-    rc = mmi_msg_nack(msg, requeue != 0);
+    /* Given up (no requeue), a request or task is dead-lettered, never dropped;
+     * given back, it is counted when the broker delivers it again. */
+    static const char given_up[] = "given up by its handler (mm_msg_nack without requeue)";
+    if (!requeue && msg->kind != MM_MSG_EVENT && !msg->no_ack) {
+        rc = mmi_dl_settle(msg, "rejected", MM_EREMOTE, given_up);
+        if (rc == MM_OK && msg->kind == MM_MSG_REQUEST && msg->reply_to[0] != '\0' &&
+            !msg->answered && !msg->expired)
+            mm_msg_reject(msg, "rejected", given_up); /* its requester would wait in vain */
+    } else {
+        rc = mmi_msg_nack(msg, requeue != 0);
+    }
     if (rc == MM_OK && msg->kind != MM_MSG_EVENT)
         msg->answered = true;
     return rc;

@@ -3,8 +3,9 @@
  * and encodings, gzip bombs, oversized bodies, broken __mms headers, routes
  * nobody handles, deliveries of no known kind) and into a requester's reply
  * queue (unknown correlation ids, undecodable answers). Each must raise the
- * right event, never reach the handler, be rejected without requeue (a
- * requester is told with an error answer), and leave the loop working.
+ * right event, never reach the handler, go to the service's dead-letter
+ * queue instead of back to its queue (a requester is told with an error
+ * answer), and leave the loop working.
  * Also: names refused by the public API. */
 #include <check.h>
 #include <event2/event.h>
@@ -232,6 +233,11 @@ teardown(void)
         mm_route_stop(F.route); /* deletes the queue: it is empty and unused */
     mm_free(F.server);
     mm_free(F.client);
+    if (F.raw.c != NULL) { /* the dead-letter queue outlives the test otherwise */
+        char dlq[128];
+        snprintf(dlq, sizeof dlq, "q.deadLetter.%s", F.service);
+        amqp_queue_delete(F.raw.c, mmt_peer_channel(&F.raw), amqp_cstring_bytes(dlq), 0, 0);
+    }
     mmt_peer_close(&F.raw);
     mmt_base_free(F.base);
 }
@@ -318,6 +324,10 @@ send_bad(const struct bad *b, const struct expect *x)
     ck_assert_int_eq(mm_route_stat(F.route, &st), MM_OK);
     ck_assert_uint_eq(st.messages, 0);
     ck_assert_uint_eq(st.consumers, 1);
+    /* dead-lettered, not dropped: acked only once the dead-letter queue had it */
+    ck_assert_int_eq(mm_deadletter_stat(F.client, F.service, &st), MM_OK);
+    ck_assert_uint_eq(st.messages, 1);
+    ck_assert_int_eq(F.sev.count[MM_EV_DEADLETTER], 1);
 }
 
 static const struct expect DECODE_ERROR = {MM_EV_ERROR, MM_EDECODE, NULL, NULL, "badRequest"};

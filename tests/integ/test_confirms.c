@@ -158,7 +158,7 @@ START_TEST(send_buffer_bound_gives_EFULL)
     ck_assert_int_gt(i, 2);
     ck_assert_ptr_nonnull(strstr(mm_last_error(F.mm), "send buffer full"));
     ck_assert_int_eq(mm_flush(F.mm, mmt_scale(WAIT_MS)), MM_OK);
-    ck_assert_int_eq(F.got, i - 1); /* the refused one never gets a verdict */
+    ck_assert_int_eq(F.got, i - 1);                /* the refused one never gets a verdict */
     ck_assert_int_eq(task("nobody", i, 0), MM_OK); /* room again */
 }
 END_TEST
@@ -175,8 +175,8 @@ START_TEST(tasks_are_persistent_unless_transient)
         amqp_envelope_t env;
         ck_assert(mmt_peer_read(&F.peer, mmt_scale(WAIT_MS), &env));
         const amqp_basic_properties_t *p = &env.message.properties;
-        bool persistent =
-            (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
+        bool persistent = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
+                          p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
         ck_assert_int_eq(persistent, i == 0);
         amqp_destroy_envelope(&env);
     }

@@ -174,7 +174,8 @@ START_TEST(tasks_sent_around_a_forced_close_are_all_confirmed_and_handled)
     MMT_WAIT(F.base, F.all_confirmed, mmt_scale(WAIT_MS));
     ck_assert_int_eq(F.failed, 0);
     mmt_wait(F.base, &F.all_handled, mmt_scale(WAIT_MS));
-    ck_assert_msg(F.all_handled, "handled %d of %d (confirmed %d, dups %d)", F.handled, N_TASKS, F.confirmed, F.dups);
+    ck_assert_msg(F.all_handled, "handled %d of %d (confirmed %d, dups %d)", F.handled, N_TASKS,
+                  F.confirmed, F.dups);
     ck_assert_uint_eq(mm_unconfirmed(F.a), 0);
     printf("forced close during %d confirmed tasks: lost 0, duplicates %d\n", N_TASKS, F.dups);
 }

@@ -2,9 +2,9 @@
  * a queue with every task handled exactly once, settling after the handler
  * returned (ack, nack with requeue), a killed worker's task redelivered to
  * another, a task nobody handles reported as unroutable, and reject/write
- * on a task. Worker processes are forked children with their own mm_t; they
- * report through a pipe, die with the test (PR_SET_PDEATHSIG, alarm) and are
- * always reaped. */
+ * on a task (a rejected task goes to the dead-letter queue). Worker
+ * processes are forked children with their own mm_t; they report through a
+ * pipe, die with the test (PR_SET_PDEATHSIG, alarm) and are always reaped. */
 #include <check.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -468,7 +468,7 @@ on_reject_first(mm_msg_t *msg, void *ud)
     }
 }
 
-START_TEST(reject_drops_the_task)
+START_TEST(reject_dead_letters_the_task)
 {
     struct rej r = {0};
     mm_route_t *route = mmt_handle(F.worker, "rej", on_reject_first, &r, 1); /* one at a time */
@@ -487,6 +487,9 @@ START_TEST(reject_drops_the_task)
     mm_stat_t s;
     ck_assert_int_eq(mm_route_stat(route, &s), MM_OK);
     ck_assert_uint_eq(s.messages, 0);
+    /* not dropped: in the dead-letter queue (acked there before task 2 came) */
+    ck_assert_int_eq(mm_deadletter_stat(F.client, F.service, &s), MM_OK);
+    ck_assert_uint_eq(s.messages, 1);
 }
 END_TEST
 
@@ -499,7 +502,7 @@ suite(void)
     tcase_add_test(tc, settle_after_the_handler_returned);
     tcase_add_test(tc, killed_worker_task_is_redelivered);
     tcase_add_test(tc, task_to_nobody_is_unroutable);
-    tcase_add_test(tc, reject_drops_the_task);
+    tcase_add_test(tc, reject_dead_letters_the_task);
     return s;
 }
 

@@ -34,6 +34,30 @@ mmt_peer_open(struct mmt_peer *p)
     p->next_ch = 2;
 }
 
+bool
+mmt_broker_accepts(const char *uri, int timeout_ms)
+{
+    char buf[512];
+    struct amqp_connection_info ci;
+    snprintf(buf, sizeof buf, "%s", uri);
+    if (amqp_parse_url(buf, &ci) != AMQP_STATUS_OK)
+        return false;
+    amqp_connection_state_t c = amqp_new_connection();
+    amqp_socket_t *s = c != NULL ? amqp_tcp_socket_new(c) : NULL;
+    struct timeval tv = tv_of(timeout_ms);
+    bool ok = s != NULL && amqp_set_handshake_timeout(c, &tv) == AMQP_STATUS_OK &&
+              amqp_set_rpc_timeout(c, &tv) == AMQP_STATUS_OK &&
+              amqp_socket_open_noblock(s, ci.host, ci.port, &tv) == AMQP_STATUS_OK;
+    ok = ok && amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password)
+                       .reply_type == AMQP_RESPONSE_NORMAL;
+    ok = ok && amqp_channel_open(c, 1) != NULL;
+    if (ok)
+        amqp_connection_close(c, AMQP_REPLY_SUCCESS);
+    if (c != NULL)
+        amqp_destroy_connection(c);
+    return ok;
+}
+
 void
 mmt_peer_close(struct mmt_peer *p)
 {

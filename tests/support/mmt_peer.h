@@ -31,6 +31,11 @@ struct mmt_peer {
 /* Connect, log in, open channel 1. */
 void mmt_peer_open(struct mmt_peer *p);
 
+/* One raw AMQP connection attempt to `uri` (TCP connect, login, channel 1 open, close), each
+ * step bounded by timeout_ms: true when the broker accepted it. No Check calls, so forked
+ * helper processes may use it. */
+bool mmt_broker_accepts(const char *uri, int timeout_ms);
+
 /* Delete the served queue (if any), close the connection. Does nothing when not open. */
 void mmt_peer_close(struct mmt_peer *p);
 
