@@ -385,6 +385,16 @@ mmi_outbox_would_wait(const mm_t *mm, unsigned flags)
     return !can_write(mm) || queued || (flags & MMI_OUT_CONFIRM);
 }
 
+static int
+write_now(mm_t *mm, const mmi_out_msg_t *m)
+{
+    uint16_t ch = 0;
+    int rc = mmi_pub_channel(mm, false, strcmp(m->exchange, MMI_PUBSUB) == 0, &ch);
+    return rc == MM_OK ? mmi_publish(mm, ch, m->exchange, m->routing_key, m->mandatory, m->props,
+                                     m->body)
+                       : rc;
+}
+
 int
 mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn done, void *ud)
 {
@@ -396,11 +406,13 @@ mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn do
         return rc;
     struct mmi_outbox *ob = mm->outbox;
     if (!mmi_outbox_would_wait(mm, flags) && done == NULL) { /* the common case: nothing kept */
-        uint16_t ch = 0;
-        rc = mmi_pub_channel(mm, false, strcmp(m->exchange, MMI_PUBSUB) == 0, &ch);
-        return rc == MM_OK ? mmi_publish(mm, ch, m->exchange, m->routing_key, m->mandatory,
-                                         m->props, m->body)
-                           : rc;
+        rc = write_now(mm, m);
+        if (rc == MM_OK || mm->state == MMI_CONNECTED)
+            return rc; /* sent, or refused by a live connection */
+        /* This write found the connection dead: wait for the next one, if allowed. */
+        if (mm->state != MMI_RECONNECTING || !(flags & MMI_OUT_BUFFER) ||
+            (flags & MMI_OUT_FAIL_FAST))
+            return mmi_fail(mm, MM_ENOTCONN, "not connected (the connection died while sending)");
     }
     mmi_out_t *e = entry_new(mm, m, flags, done, ud);
     if (e == NULL)

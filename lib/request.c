@@ -660,7 +660,7 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
                    .expiration = q->timeout_ms > 0 ? expiration : NULL,
                    .hdrs = &h,
                    .body = w,
-                   .out_flags = MMI_OUT_BUFFER,
+                   .out_flags = MMI_OUT_BUFFER | MMI_OUT_FAIL_FAST,
                    .done = on_request_sent,
                    .done_ud = (void *) (uintptr_t) q->id,
                    .ret_buffered = &buffered};

@@ -115,7 +115,33 @@ restore_watermark(void)
         mmt_ctl("set_vm_memory_high_watermark 0.4");
 }
 
-/* Needs the connection.blocked capability: a memory alarm blocks publishers. */
+struct sent {
+    bool done;
+    int status;
+};
+
+static void
+on_sent(mm_t *mm, int status, void *ud)
+{
+    struct sent *s = ud;
+    (void) mm;
+    s->done = true;
+    s->status = status;
+}
+
+/* An event nobody listens to, with the broker's verdict (dropped, yet confirmed). */
+static void
+emit_confirmed(mm_t *mm, struct sent *s)
+{
+    mm_send_opts_t so = MM_SEND_OPTS_INIT;
+    so.on_sent = on_sent;
+    so.sent_ud = s;
+    ck_assert_int_eq(mm_emit(mm, NULL, "nowhere", NULL, 0, &so), MM_OK);
+}
+
+/* Needs the connection.blocked capability: a memory alarm blocks publishers.
+ * While blocked nothing is written: a send returns at once, waits in the
+ * buffer, and goes out when the broker unblocks the connection. */
 START_TEST(memory_alarm_blocks_and_unblocks_publishing)
 {
     struct flow f = {0};
@@ -124,17 +150,24 @@ START_TEST(memory_alarm_blocks_and_unblocks_publishing)
     o.event_ud = &f;
     mm_t *mm = mm_new("t-fault", &o);
     ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
-    uint16_t ch;
-    ck_assert_int_eq(mmi_chan_open(mm, NULL, NULL, &ch), MM_OK);
     ck_assert_int_eq(mmt_ctl("set_vm_memory_high_watermark 0.000001"), 0);
-    /* The broker blocks a connection when it publishes during the alarm. */
-    amqp_bytes_t body = {2, "hi"};
-    ck_assert_int_eq(mmi_publish(mm, ch, "", "t-fault-nowhere", false, NULL, body), MM_OK);
+    /* The broker blocks a connection when it publishes during the alarm, and
+     * stops reading right after that basic.publish: it stays unconfirmed. */
+    struct sent first = {0}, second = {0};
+    emit_confirmed(mm, &first);
     MMT_WAIT(mm->base, f.blocked, mmt_scale(10000));
     ck_assert(mm->blocked);
+    ck_assert_uint_eq(mm_unconfirmed(mm), 1);
+    emit_confirmed(mm, &second); /* buffered, not written */
+    ck_assert_uint_eq(mm_unconfirmed(mm), 2);
     restore_watermark();
     MMT_WAIT(mm->base, f.unblocked, mmt_scale(10000));
     ck_assert(!mm->blocked);
+    MMT_WAIT(mm->base, second.done, mmt_scale(10000));
+    ck_assert(first.done);
+    ck_assert_int_eq(first.status, MM_OK);
+    ck_assert_int_eq(second.status, MM_OK);
+    ck_assert_uint_eq(mm_unconfirmed(mm), 0);
     mm_free(mm);
 }
 END_TEST
@@ -151,6 +184,9 @@ main(void)
     TCase *flow = tcase_create("flow");
     tcase_set_timeout(flow, 120);
     tcase_add_checked_fixture(flow, NULL, restore_watermark);
+    /* A failed check ends the test's process before its checked teardown: the
+     * runner restores the watermark too. */
+    tcase_add_unchecked_fixture(flow, NULL, restore_watermark);
     tcase_add_test(flow, memory_alarm_blocks_and_unblocks_publishing);
     suite_add_tcase(s, flow);
     suite_add_tcase(s, tc);

@@ -301,6 +301,35 @@ START_TEST(route_channel_closed_by_the_broker_is_restored)
 }
 END_TEST
 
+/* The socket dies under the instance (shutdown), so that the next write is the
+ * one that finds the connection dead: an event is buffered and delivered after
+ * the reconnect; a request fails with MM_ENOTCONN and its callback never runs. */
+START_TEST(a_write_that_finds_the_connection_dead_buffers_the_event)
+{
+    bool news = false;
+    mmt_handle(F.b, "echo", on_echo, NULL, 0);
+    ck_assert_int_eq(mm_listen(F.b, NULL, "news", on_news, &news, NULL, NULL), MM_OK);
+    mmt_connect(F.b);
+    mmt_connect(F.a);
+    struct mmt_probe p = {0};
+    /* a request first: the plain publishing channel exists, the write is the first failure */
+    ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
+    MMT_WAIT(F.base, p.done, mmt_scale(WAIT_MS));
+    mmt_probe_free(&p);
+    memset(&p, 0, sizeof p);
+    ck_assert_int_eq(shutdown(amqp_get_sockfd(F.a->conn), SHUT_RDWR), 0);
+    ck_assert_int_eq(mm_emit(F.a, F.service, "news", NULL, 0, NULL), MM_OK);
+    ck_assert(!mm_is_connected(F.a));
+    ck_assert_uint_eq(mm_unconfirmed(F.a), 1);
+    ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL),
+                     MM_ENOTCONN);
+    MMT_WAIT(F.base, news, mmt_scale(WAIT_MS));
+    ck_assert(F.aev.seen[MM_EV_RECONNECTED]);
+    ck_assert(!p.done);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -312,5 +341,6 @@ main(void)
     tcase_add_test(tc, sends_while_reconnecting_wait_for_the_connection);
     tcase_add_test(tc, requests_while_reconnecting_fail_fast_by_default);
     tcase_add_test(tc, route_channel_closed_by_the_broker_is_restored);
+    tcase_add_test(tc, a_write_that_finds_the_connection_dead_buffers_the_event);
     return mmt_run(s);
 }
