@@ -390,9 +390,9 @@ write_now(mm_t *mm, const mmi_out_msg_t *m)
 {
     uint16_t ch = 0;
     int rc = mmi_pub_channel(mm, false, strcmp(m->exchange, MMI_PUBSUB) == 0, &ch);
-    return rc == MM_OK ? mmi_publish(mm, ch, m->exchange, m->routing_key, m->mandatory, m->props,
-                                     m->body)
-                       : rc;
+    return rc == MM_OK
+               ? mmi_publish(mm, ch, m->exchange, m->routing_key, m->mandatory, m->props, m->body)
+               : rc;
 }
 
 int

@@ -20,8 +20,9 @@ typedef void (*mmi_sent_fn)(mm_t *mm, int status, void *ud);
 
 #define MMI_OUT_CONFIRM 1u /* wait for the broker's confirm */
 #define MMI_OUT_BUFFER 2u  /* may wait in the buffer while disconnected (always while blocked) */
-#define MMI_OUT_FAIL_FAST 4u /* a direct write that finds the connection dead fails with
-                                MM_ENOTCONN instead of waiting (the caller cannot track it) */
+#define MMI_OUT_FAIL_FAST                                                                          \
+    4u /* a direct write that finds the connection dead fails with                                 \
+          MM_ENOTCONN instead of waiting (the caller cannot track it) */
 
 typedef struct mmi_out_msg {
     const char *exchange, *routing_key;
