@@ -117,13 +117,16 @@ check_open(mm_t *mm, uint16_t ch)
 }
 
 /* After an asynchronous send: a failed send means a dead connection; a good
- * one may have read frames (rabbitmq-c reads while it writes), so re-arm. */
+ * one may have read frames (rabbitmq-c reads while it writes), so re-arm.
+ * The caller learns MM_ENOTCONN, as for any call made once the connection is
+ * gone (the public contracts of sends and settles). */
 static int
 after_send(mm_t *mm, int st, const char *what)
 {
     if (st != AMQP_STATUS_OK) {
         mmi_conn_lost(mm, mmi_err_from_status(st), "%s: %s", what, amqp_error_string2(st));
-        return mmi_fail(mm, MM_EDISCONNECTED, "%s: %s", what, amqp_error_string2(st));
+        return mmi_fail(mm, MM_ENOTCONN, "not connected: the connection died during %s (%s)", what,
+                        amqp_error_string2(st));
     }
     mmi_pump_kick(mm);
     return MM_OK;

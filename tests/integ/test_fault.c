@@ -3,6 +3,7 @@
  * when the broker freezes (missed heartbeats), and the instance can connect
  * again once the broker is back. */
 #include <check.h>
+#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +173,130 @@ START_TEST(memory_alarm_blocks_and_unblocks_publishing)
 }
 END_TEST
 
+/* ---- reconnecting against a broker that is down or frozen ---- */
+
+struct watch {
+    int disconnected, reconnected, last_code;
+    uint64_t last_tick, max_gap, t_reconnected;
+    struct event *tick;
+};
+
+static void
+on_watch(mm_t *mm, const mm_event_t *ev, void *ud)
+{
+    struct watch *w = ud;
+    (void) mm;
+    if (ev->type == MM_EV_DISCONNECTED) {
+        w->disconnected++;
+        w->last_code = ev->code;
+    } else if (ev->type == MM_EV_RECONNECTED) {
+        w->reconnected++;
+        w->t_reconnected = mmi_now_ms();
+    }
+}
+
+/* A 20 ms timer on the instance's loop: the longest gap between its ticks says
+ * how long anything held the loop. */
+static void
+on_tick(evutil_socket_t fd, short what, void *ud)
+{
+    struct watch *w = ud;
+    (void) fd;
+    (void) what;
+    uint64_t now = mmi_now_ms();
+    if (w->last_tick != 0 && now - w->last_tick > w->max_gap)
+        w->max_gap = now - w->last_tick;
+    w->last_tick = now;
+}
+
+static mm_t *
+watched(struct watch *w, const mm_opts_t *base_opts, const char *uri)
+{
+    mm_opts_t o = *base_opts;
+    o.on_event = on_watch;
+    o.event_ud = w;
+    mm_t *mm = mm_new("t-fault", &o);
+    ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
+    struct timeval tv = {0, 20000};
+    w->tick = event_new(mm->base, -1, EV_PERSIST, on_tick, w);
+    ck_assert_int_eq(event_add(w->tick, &tv), 0);
+    return mm;
+}
+
+static void
+run_until(mm_t *mm, const int *counter, int want, int ms)
+{
+    uint64_t until = mmi_now_ms() + (uint64_t) mmt_scale(ms);
+    while (*counter < want && mmi_now_ms() < until)
+        event_base_loop(mm->base, EVLOOP_ONCE);
+    ck_assert_msg(*counter >= want, "event count %d, wanted %d within %d ms", *counter, want, ms);
+}
+
+/* Each reconnect attempt against a frozen broker would block on its AMQP
+ * handshake for the connect timeout; the probe keeps the loop free. */
+START_TEST(frozen_broker_does_not_hold_the_loop_while_reconnecting)
+{
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s?heartbeat=1", mmt_uri());
+    struct watch w = {0};
+    mm_opts_t o = MM_OPTS_INIT;
+    o.connect_timeout_ms = 1500;
+    mm_t *mm = watched(&w, &o, uri);
+    ck_assert_int_eq(kill(broker_pid(), SIGSTOP), 0);
+    run_until(mm, &w.disconnected, 1, 10000);
+    w.max_gap = 0;
+    uint64_t t0 = mmi_now_ms();
+    while (mmi_now_ms() - t0 < 4000) /* two probes time out meanwhile */
+        event_base_loop(mm->base, EVLOOP_ONCE);
+    ck_assert(!mm_is_connected(mm));
+    uint64_t gap = w.max_gap;
+    uint64_t thawed = mmi_now_ms();
+    thaw_broker();
+    run_until(mm, &w.reconnected, 1, 15000);
+    printf("frozen broker: longest loop stall while reconnecting %llu ms; reconnected %llu ms "
+           "after the broker was thawed\n",
+           (unsigned long long) gap, (unsigned long long) (w.t_reconnected - thawed));
+    ck_assert_msg(gap < (uint64_t) mmt_scale(500), "the loop was held %llu ms",
+                  (unsigned long long) gap);
+    event_free(w.tick);
+    mm_free(mm);
+}
+END_TEST
+
+static int64_t
+two_tries(int error, unsigned attempts, uint64_t elapsed_ms, void *ud)
+{
+    (void) error;
+    (void) elapsed_ms;
+    (*(unsigned *) ud)++;
+    return attempts >= 2 ? -1 : 50;
+}
+
+/* A strategy that gives up: the instance stays disconnected for good, says so,
+ * and mm_run returns. */
+START_TEST(retry_strategy_that_gives_up_ends_the_run)
+{
+    struct watch w = {0};
+    unsigned calls = 0;
+    mm_opts_t o = MM_OPTS_INIT;
+    o.retry = two_tries;
+    o.retry_ud = &calls;
+    mm_t *mm = watched(&w, &o, mmt_uri());
+    ck_assert_int_eq(mmt_ctl("stop_app"), 0);
+    int rc = mm_run(mm);
+    ck_assert_int_eq(mmt_ctl("start_app"), 0);
+    ck_assert_int_eq(rc, MM_EDISCONNECTED);
+    ck_assert_int_eq(w.disconnected, 2); /* the loss, then giving up */
+    ck_assert_int_eq(w.last_code, MM_EUNREACHABLE);
+    ck_assert_uint_eq(calls, 2);
+    ck_assert_int_eq(w.reconnected, 0);
+    ck_assert(!mm_is_connected(mm));
+    ck_assert_int_eq(mm_task(mm, "t-fault", "x", NULL, 0, NULL), MM_ENOTCONN);
+    event_free(w.tick);
+    mm_free(mm);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -181,6 +306,8 @@ main(void)
     tcase_add_checked_fixture(tc, NULL, thaw_broker);
     tcase_add_test(tc, stopped_broker_app_is_reported_and_connect_works_after_start);
     tcase_add_test(tc, frozen_broker_is_detected_by_missed_heartbeats);
+    tcase_add_test(tc, frozen_broker_does_not_hold_the_loop_while_reconnecting);
+    tcase_add_test(tc, retry_strategy_that_gives_up_ends_the_run);
     TCase *flow = tcase_create("flow");
     tcase_set_timeout(flow, 120);
     tcase_add_checked_fixture(flow, NULL, restore_watermark);

@@ -79,6 +79,7 @@ struct kid {
     bool restarter; /* the broker restart helper, not a worker */
     bool gone;      /* a worker the test killed */
     int tasks, errors;
+    int last_error; /* the code of the last REC_FAILED (-1000: a garbage record) */
 };
 
 /* A request in flight (tests 2 and 3). */
@@ -405,6 +406,7 @@ on_record(struct kid *k, const struct rec *r)
         break;
     default:
         k->errors++; /* REC_FAILED or garbage */
+        k->last_error = r->kind == REC_FAILED ? r->id : -1000;
     }
 }
 
@@ -499,7 +501,8 @@ stop_workers(mm_t *via)
             continue;
         int st = reap(&F.kids[i]);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d: status %#x", i, st);
-        ck_assert_int_eq(F.kids[i].errors, 0);
+        ck_assert_msg(F.kids[i].errors == 0, "worker %d: %d errors, the last %s", i,
+                      F.kids[i].errors, mm_err_name(F.kids[i].last_error));
     }
 }
 
