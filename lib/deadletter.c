@@ -420,19 +420,14 @@ dead_letter(mm_t *mm, struct mm_route *r, mm_msg_t *msg, const wire_view *v, con
 int
 mmi_dl_settle(mm_msg_t *msg, const char *reason, int code, const char *text)
 {
+    int rc = mmi_msg_settleable(msg);
+    if (rc != MM_OK)
+        return rc;
     mm_t *mm = msg->mm;
-    if (mm == NULL)
-        return MM_ECLOSED;
-    if (msg->acked || msg->no_ack)
-        return mmi_fail(mm, MM_ESTATE, "the message on '%s' was already settled", msg->route);
-    if (mmi_chan_gen(mm, msg->ch) != msg->gen)
-        return mmi_fail(mm, MM_ECHANNEL,
-                        "the channel of route '%s' closed: the broker redelivers the message",
-                        msg->route);
     struct mm_route *r = route_on(mm, msg->ch);
     wire_view v;
-    int rc = r != NULL && view_of(msg, &v) ? dead_letter(mm, r, msg, &v, reason, code, text)
-                                           : mmi_fail(mm, MM_ENOMEM, "the delivery was not kept");
+    rc = r != NULL && view_of(msg, &v) ? dead_letter(mm, r, msg, &v, reason, code, text)
+                                       : mmi_fail(mm, MM_ENOMEM, "the delivery was not kept");
     if (rc == MM_OK) {
         msg->acked = msg->nacked = true; /* acked by the verdict once confirmed */
         return MM_OK;

@@ -20,29 +20,6 @@
 #include "deadletter.h"
 #include "outbox.h"
 
-static const mmi_chan_ops_t PROBE_OPS = {.quiet = true};
-
-static int
-dlq_stat(mm_t *mm, const char *queue, mm_stat_t *ret)
-{
-    if (mm->state != MMI_CONNECTED)
-        return mmi_fail(mm, MM_ENOTCONN, "not connected");
-    uint16_t ch = 0;
-    int rc = mmi_chan_open(mm, &PROBE_OPS, NULL, &ch);
-    if (rc != MM_OK)
-        return rc;
-    uint32_t count = 0, consumers = 0;
-    mm->last_close_code = 0;
-    rc = mmi_queue_declare_full(mm, ch, queue, MMI_Q_PASSIVE, NULL, &count, &consumers);
-    if (rc == MM_ECHANNEL && mm->last_close_code == 404)
-        return mmi_fail(mm, MM_ENOENT, "queue %s does not exist", queue);
-    if (mmi_chan_is_open(mm, ch))
-        mmi_chan_close(mm, ch);
-    if (rc == MM_OK)
-        *ret = (mm_stat_t){.messages = count, .consumers = consumers};
-    return rc;
-}
-
 int
 mm_deadletter_stat(mm_t *mm, const char *service, mm_stat_t *ret_stat)
 {
@@ -55,7 +32,7 @@ mm_deadletter_stat(mm_t *mm, const char *service, mm_stat_t *ret_stat)
         return rc;
     char queue[MMI_QUEUE_MAX];
     mmi_dl_queue(queue, sizeof queue, service ? service : mm->service);
-    return dlq_stat(mm, queue, ret_stat);
+    return mmi_queue_stat(mm, queue, ret_stat);
 }
 
 /* ---- the redrive ---- */
@@ -271,7 +248,7 @@ rd_start(mm_t *mm, redrive *rd, uint32_t max)
 {
     mmi_dl_queue(rd->queue, sizeof rd->queue, mm->service);
     mm_stat_t st;
-    int rc = dlq_stat(mm, rd->queue, &st);
+    int rc = mmi_queue_stat(mm, rd->queue, &st);
     if (rc == MM_ENOENT) {
         mmi_clear_error(mm); /* no dead-letter queue: nothing to move */
         return MM_OK;

@@ -274,7 +274,9 @@ uint64_t mmi_now_ms(void);
 int64_t mmi_wall_ms(void);
 
 /* ---- messaging hooks (lib/route.c, lib/request.c, lib/msg.c, lib/publish.c) ---- */
-int mmi_routes_declare_all(mm_t *mm);      /* after connecting */
+int mmi_routes_declare_all(mm_t *mm); /* after connecting */
+/* Figures of any queue (passive declare on a throwaway channel); MM_ENOENT when absent. */
+int mmi_queue_stat(mm_t *mm, const char *queue, mm_stat_t *ret);
 void mmi_routes_restore(mm_t *mm);         /* after reconnecting: failures retry with backoff */
 void mmi_routes_cancel(mm_t *mm);          /* stop every consumer (mm_close's drain) */
 void mmi_requests_restore(mm_t *mm);       /* after reconnecting: the reply queue if needed */

@@ -67,6 +67,7 @@ void mmi_msg_live_add(mm_t *mm, mm_msg_t *msg);
 void mmi_msg_arm_expiry(mm_msg_t *msg);
 int mmi_msg_ack(mm_msg_t *msg);
 int mmi_msg_nack(mm_msg_t *msg, bool requeue);
+int mmi_msg_settleable(mm_msg_t *msg); /* MM_OK, MM_ESTATE, MM_ECHANNEL, MM_ECLOSED */
 
 /* lib/answer.c: send an answer to a request (reply, part, end, error). */
 #define MMI_ANS_ERROR 1u

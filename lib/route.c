@@ -346,8 +346,8 @@ mm_listen(mm_t *mm, const char *target, const char *route, mm_msg_fn handler, vo
 static const mmi_chan_ops_t PROBE_OPS = {.quiet = true};
 
 /* Queue figures through a throwaway channel: a missing queue closes it, not the route's. */
-static int
-passive_stat(mm_t *mm, const char *queue, mm_stat_t *ret)
+int
+mmi_queue_stat(mm_t *mm, const char *queue, mm_stat_t *ret)
 {
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
@@ -416,7 +416,7 @@ mm_route_stat(mm_route_t *r, mm_stat_t *ret_stat)
 {
     if (r == NULL || ret_stat == NULL)
         return MM_EINVAL;
-    return passive_stat(r->mm, r->queue, ret_stat);
+    return mmi_queue_stat(r->mm, r->queue, ret_stat);
 }
 
 int
@@ -429,5 +429,5 @@ mm_queue_stat(mm_t *mm, const char *service, const char *route, mm_stat_t *ret_s
         return rc;
     char queue[MMI_QUEUE_MAX];
     mmi_request_queue(queue, sizeof queue, service, route);
-    return passive_stat(mm, queue, ret_stat);
+    return mmi_queue_stat(mm, queue, ret_stat);
 }

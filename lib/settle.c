@@ -46,8 +46,9 @@ mmi_msg_ack(mm_msg_t *msg)
     return rc;
 }
 
+/* Not settled yet, and its channel still the one it came on. */
 int
-mmi_msg_nack(mm_msg_t *msg, bool requeue)
+mmi_msg_settleable(mm_msg_t *msg)
 {
     mm_t *mm = msg->mm;
     if (mm == NULL)
@@ -58,7 +59,17 @@ mmi_msg_nack(mm_msg_t *msg, bool requeue)
         return mmi_fail(mm, MM_ECHANNEL,
                         "the channel of route '%s' closed: the broker redelivers the message",
                         msg->route);
-    int rc = mmi_basic_nack(mm, msg->ch, msg->tag, false, requeue);
+    return MM_OK;
+}
+
+int
+mmi_msg_nack(mm_msg_t *msg, bool requeue)
+{
+    int rc = mmi_msg_settleable(msg);
+    if (rc != MM_OK)
+        return rc;
+    mm_t *mm = msg->mm;
+    rc = mmi_basic_nack(mm, msg->ch, msg->tag, false, requeue);
     if (rc == MM_OK)
         msg->acked = msg->nacked = true;
     return rc;
