@@ -330,6 +330,108 @@ START_TEST(a_write_that_finds_the_connection_dead_buffers_the_event)
 }
 END_TEST
 
+/* ---- heartbeats and busy handlers (heartbeat 1 s) ---- */
+
+static void
+busy_ms(int ms)
+{
+    uint64_t until = mmt_now_ms() + (uint64_t) ms;
+    while (mmt_now_ms() < until)
+        ;
+}
+
+struct busy {
+    int calls, work_ms;
+    bool done;
+};
+
+static void
+on_busy(mm_msg_t *msg, void *ud)
+{
+    struct busy *b = ud;
+    busy_ms(b->work_ms);
+    b->calls++;
+    b->done = b->calls == 12;
+    ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+}
+
+static mm_t *
+heartbeat_1s(const char *service, struct mmt_evlog *log)
+{
+    char uri[512];
+    snprintf(uri, sizeof uri, "%s?heartbeat=1", mmt_uri());
+    mm_opts_t o = MM_OPTS_INIT;
+    o.on_event = mmt_on_event;
+    o.event_ud = log;
+    o.base = F.base;
+    mm_t *mm = mm_new(service, &o);
+    ck_assert_int_eq(mm_connect(mm, uri), MM_OK);
+    ck_assert_int_eq(mm_heartbeat(mm), 1);
+    return mm;
+}
+
+/* Handlers that each take 300 ms, back to back for 3.6 s, three heartbeat
+ * timeouts' worth: the loop gets back in between, the heartbeats go out, the
+ * connection lives. */
+START_TEST(busy_handlers_that_return_keep_the_connection)
+{
+    mm_free(F.b);
+    F.b = heartbeat_1s(F.service, &F.bev);
+    struct busy b = {.work_ms = 300};
+    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
+    ro.prefetch = 1;
+    ck_assert_int_eq(mm_handle(F.b, "slow", on_busy, &b, &ro, NULL), MM_OK);
+    mmt_connect(F.a);
+    for (int i = 0; i < 12; i++)
+        ck_assert_int_eq(mm_task(F.a, F.service, "slow", NULL, 0, NULL), MM_OK);
+    MMT_WAIT(F.base, b.done, mmt_scale(30000));
+    ck_assert_int_eq(F.bev.count[MM_EV_DISCONNECTED], 0);
+    ck_assert(mm_is_connected(F.b));
+}
+END_TEST
+
+/* One handler that holds the loop for 4 s (past twice the 1 s heartbeat): the
+ * broker closes the connection; the service sees MM_EV_DISCONNECTED, its late
+ * ack is lost (MM_ENOTCONN or MM_ECHANNEL when the loss is already known,
+ * MM_OK when the write only reached the socket of a connection the broker had
+ * closed), it reconnects, and the task comes back redelivered. */
+static int stuck_calls, stuck_settle;
+static bool stuck_redelivered;
+
+static void
+on_stuck(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    if (++stuck_calls == 1) {
+        busy_ms(4000);
+        stuck_settle = mm_msg_ack(msg);
+        return;
+    }
+    stuck_redelivered = mm_msg_redelivered(msg) != 0;
+    ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+}
+
+START_TEST(a_handler_that_blocks_past_the_heartbeat_loses_the_connection)
+{
+    mm_free(F.b);
+    F.b = heartbeat_1s(F.service, &F.bev);
+    stuck_calls = stuck_settle = 0;
+    stuck_redelivered = false;
+    ck_assert_int_eq(mm_handle(F.b, "stuck", on_stuck, NULL, NULL, NULL), MM_OK);
+    mmt_connect(F.a);
+    ck_assert_int_eq(mm_task(F.a, F.service, "stuck", NULL, 0, NULL), MM_OK);
+    MMT_WAIT(F.base, F.bev.seen[MM_EV_RECONNECTED], mmt_scale(30000));
+    ck_assert_int_eq(F.bev.count[MM_EV_DISCONNECTED], 1);
+    ck_assert_msg(stuck_settle == MM_ENOTCONN || stuck_settle == MM_ECHANNEL ||
+                      stuck_settle == MM_OK,
+                  "%s", mm_err_name(stuck_settle));
+    while (stuck_calls < 2 && mmt_wait(F.base, &stuck_redelivered, 50))
+        ;
+    MMT_WAIT(F.base, stuck_redelivered, mmt_scale(10000));
+    ck_assert_int_eq(stuck_calls, 2);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -342,5 +444,7 @@ main(void)
     tcase_add_test(tc, requests_while_reconnecting_fail_fast_by_default);
     tcase_add_test(tc, route_channel_closed_by_the_broker_is_restored);
     tcase_add_test(tc, a_write_that_finds_the_connection_dead_buffers_the_event);
+    tcase_add_test(tc, busy_handlers_that_return_keep_the_connection);
+    tcase_add_test(tc, a_handler_that_blocks_past_the_heartbeat_loses_the_connection);
     return mmt_run(s);
 }
