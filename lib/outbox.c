@@ -14,11 +14,11 @@
 
 #include "outbox.h"
 #include "publish.h"
+#include "sendq.h"
 
 typedef struct mmi_out {
-    struct mmi_out *next;
-    uint64_t seq;     /* delivery tag on the confirm channel once sent */
-    int64_t deadline; /* monotonic ms; 0: none */
+    mmi_sendq_node_t node; /* first: a queue's node is its send */
+    int64_t deadline;      /* monotonic ms; 0: none */
     unsigned flags;
     int verdict; /* MM_ENOROUTE once returned, else MM_OK */
     mmi_sent_fn done;
@@ -31,51 +31,30 @@ typedef struct mmi_out {
     char data[];
 } mmi_out_t;
 
-typedef struct {
-    mmi_out_t *head, *tail;
-} out_list;
-
 struct mmi_outbox {
-    out_list wait, sent, done;
+    mmi_sendq_t wait, sent, done;
     size_t bytes, count;
     uint64_t next_seq;
     struct event *ev_done, *timer;
     amqp_pool_t pool; /* the header table of one send */
 };
 
-/* ---- lists ---- */
-
 static void
-push(out_list *l, mmi_out_t *e)
+push(mmi_sendq_t *q, mmi_out_t *e)
 {
-    e->next = NULL;
-    if (l->tail)
-        l->tail->next = e;
-    else
-        l->head = e;
-    l->tail = e;
+    mmi_sendq_push(q, &e->node);
 }
 
 static mmi_out_t *
-pop(out_list *l)
+pop(mmi_sendq_t *q)
 {
-    mmi_out_t *e = l->head;
-    if (e != NULL && (l->head = e->next) == NULL)
-        l->tail = NULL;
-    return e;
+    return (mmi_out_t *) mmi_sendq_pop(q);
 }
 
-/* Put all of `from` before `to` (sent entries go back before the waiting ones). */
-static void
-prepend_all(out_list *to, out_list *from)
+static mmi_out_t *
+head(const mmi_sendq_t *q)
 {
-    if (from->head == NULL)
-        return;
-    from->tail->next = to->head;
-    if (to->tail == NULL)
-        to->tail = from->tail;
-    to->head = from->head;
-    from->head = from->tail = NULL;
+    return (mmi_out_t *) q->head;
 }
 
 /* ---- verdicts ---- */
@@ -127,7 +106,7 @@ on_done(evutil_socket_t fd, short what, void *arg)
 static int
 timeout_code(const mm_t *mm, const mmi_out_t *e)
 {
-    if (e->seq != 0)
+    if (e->node.seq != 0)
         return MM_ETIMEDOUT; /* written, no confirm */
     if (mm->state != MMI_CONNECTED)
         return MM_ENOTCONN;
@@ -135,9 +114,9 @@ timeout_code(const mm_t *mm, const mmi_out_t *e)
 }
 
 static void
-expire(mm_t *mm, out_list *l, int64_t now)
+expire(mm_t *mm, mmi_sendq_t *l, int64_t now)
 {
-    while (l->head != NULL && l->head->deadline != 0 && l->head->deadline <= now) {
+    while (head(l) != NULL && head(l)->deadline != 0 && head(l)->deadline <= now) {
         mmi_out_t *e = pop(l);
         settle(mm, e, timeout_code(mm, e));
     }
@@ -163,11 +142,11 @@ arm_timer(mm_t *mm)
     if (ob == NULL)
         return;
     int64_t next = 0;
-    if (ob->sent.head != NULL && ob->sent.head->deadline != 0)
-        next = ob->sent.head->deadline;
-    if (ob->wait.head != NULL && ob->wait.head->deadline != 0 &&
-        (next == 0 || ob->wait.head->deadline < next))
-        next = ob->wait.head->deadline;
+    if (head(&ob->sent) != NULL && head(&ob->sent)->deadline != 0)
+        next = head(&ob->sent)->deadline;
+    if (head(&ob->wait) != NULL && head(&ob->wait)->deadline != 0 &&
+        (next == 0 || head(&ob->wait)->deadline < next))
+        next = head(&ob->wait)->deadline;
     if (next == 0) {
         event_del(ob->timer);
         return;
@@ -351,7 +330,7 @@ write_entry(mm_t *mm, mmi_out_t *e)
     rc = mmi_publish(mm, ch, e->exchange, e->routing_key, e->mandatory, &props, e->body);
     recycle_amqp_pool(&ob->pool);
     if (rc == MM_OK && confirm)
-        e->seq = ob->next_seq++;
+        e->node.seq = ob->next_seq++;
     return rc;
 }
 
@@ -361,7 +340,7 @@ flush(mm_t *mm)
 {
     struct mmi_outbox *ob = mm->outbox;
     while (ob->wait.head != NULL && can_write(mm)) {
-        mmi_out_t *e = ob->wait.head;
+        mmi_out_t *e = head(&ob->wait);
         int rc = write_entry(mm, e);
         if (rc != MM_OK && mm->state == MMI_CONNECTED && !mm->blocked) {
             pop(&ob->wait); /* refused while the connection lives (a bad message): give up */
@@ -371,7 +350,7 @@ flush(mm_t *mm)
         if (rc != MM_OK)
             return; /* connection lost meanwhile: it waits for the next one */
         pop(&ob->wait);
-        if (e->seq != 0)
+        if (e->node.seq != 0)
             push(&ob->sent, e);
         else
             settle(mm, e, MM_OK);
@@ -434,25 +413,24 @@ mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn do
 
 /* ---- what the broker says ---- */
 
+struct verdict {
+    mm_t *mm;
+    int code;
+};
+
 static void
-confirm(mm_t *mm, uint64_t tag, bool multiple, int verdict)
+confirmed(mmi_sendq_node_t *n, void *ud)
 {
-    out_list *l = &mm->outbox->sent;
-    mmi_out_t **pp = &l->head, *prev = NULL;
-    while (*pp != NULL && (*pp)->seq <= tag) {
-        mmi_out_t *e = *pp;
-        if (!multiple && e->seq != tag) {
-            prev = e;
-            pp = &e->next;
-            continue;
-        }
-        *pp = e->next;
-        if (l->tail == e)
-            l->tail = prev;
-        settle(mm, e, verdict != MM_OK ? verdict : e->verdict);
-        if (!multiple)
-            break;
-    }
+    const struct verdict *v = ud;
+    mmi_out_t *e = (mmi_out_t *) n;
+    settle(v->mm, e, v->code != MM_OK ? v->code : e->verdict);
+}
+
+static void
+confirm(mm_t *mm, uint64_t tag, bool multiple, int code)
+{
+    struct verdict v = {mm, code};
+    mmi_sendq_confirm(&mm->outbox->sent, tag, multiple, confirmed, &v);
     arm_timer(mm);
 }
 
@@ -475,7 +453,7 @@ mmi_outbox_returned(mm_t *mm, amqp_bytes_t message_id)
 {
     if (mm->outbox == NULL || message_id.len == 0 || message_id.len > 36)
         return false;
-    for (mmi_out_t *e = mm->outbox->sent.head; e != NULL; e = e->next)
+    for (mmi_out_t *e = head(&mm->outbox->sent); e != NULL; e = (mmi_out_t *) e->node.next)
         if (strlen(e->message_id) == message_id.len &&
             memcmp(e->message_id, message_id.bytes, message_id.len) == 0) {
             e->verdict = MM_ENOROUTE; /* the ack that follows settles it */
@@ -499,9 +477,9 @@ mmi_outbox_chan_closed(mm_t *mm, int code)
         while ((e = pop(&ob->sent)) != NULL)
             settle(mm, e, MM_EBROKER);
     } else {
-        for (mmi_out_t *e = ob->sent.head; e != NULL; e = e->next)
-            e->seq = 0;
-        prepend_all(&ob->wait, &ob->sent);
+        for (mmi_out_t *e = head(&ob->sent); e != NULL; e = (mmi_out_t *) e->node.next)
+            e->node.seq = 0;
+        mmi_sendq_prepend(&ob->wait, &ob->sent);
     }
     ob->next_seq = 1;
 }
@@ -522,7 +500,7 @@ mmi_outbox_pending(const mm_t *mm)
 }
 
 static void
-fail_list(mm_t *mm, out_list *l, int code)
+fail_list(mm_t *mm, mmi_sendq_t *l, int code)
 {
     mmi_out_t *e;
     while ((e = pop(l)) != NULL)
