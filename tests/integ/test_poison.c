@@ -11,10 +11,14 @@
  * handler that works again. */
 #include <check.h>
 #include <event2/event.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "micromsg.h"
 #include "mmt.h"
@@ -662,6 +666,87 @@ START_TEST(redrive_refused_inside_a_callback_or_disconnected)
 }
 END_TEST
 
+/* ---- a worker process that crashes on one message ---- */
+
+#define CRASH_ID 666
+#define N_GOOD 20
+
+static void
+on_crashy(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    const msgpack_object *b = mm_msg_body(msg);
+    if (b->type == MSGPACK_OBJECT_POSITIVE_INTEGER && b->via.u64 == CRASH_ID)
+        _exit(9); /* dies holding the message: the broker redelivers it */
+    if (mm_msg_ack(msg) != MM_OK)
+        _exit(5);
+}
+
+/* Never returns; no Check calls: not the test process. */
+static pid_t
+crashy_worker(void)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid > 0)
+        return pid;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(60);
+    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
+    ro.prefetch = 1; /* only the message it dies on is in flight */
+    mm_t *mm = mm_new(F.service, NULL);
+    if (mm == NULL || mm_handle(mm, ROUTE, on_crashy, NULL, &ro, NULL) != MM_OK ||
+        mm_connect(mm, mmt_uri()) != MM_OK)
+        _exit(3);
+    mm_run(mm);
+    _exit(4);
+}
+
+/* Workers are restarted whenever one dies on the poison message, until it is
+ * dead-lettered after max_redeliveries (5) deliveries; the good tasks sent
+ * behind it are all handled meanwhile. */
+START_TEST(crashing_worker_dead_lettered_after_the_limit_others_flow)
+{
+    struct mmt_table args = {0}; /* the request queue, as PROTOCOL.md section 1 declares it */
+    mmt_table_i32(&args, "x-expires", MMT_REQUEST_QUEUE_EXPIRES);
+    amqp_queue_declare(F.raw.c, 1, amqp_cstring_bytes(F.queue), 0, 1, 0, 0, mmt_table_of(&args));
+    mmt_peer_ok(&F.raw, "queue.declare");
+    task(CRASH_ID);
+    for (int i = 0; i < N_GOOD; i++)
+        task(i);
+    int crashes = 0;
+    pid_t pid = crashy_worker();
+    uint64_t t0 = mmt_now_ms(), until = t0 + (uint64_t) mmt_scale(30000);
+    mm_stat_t q = {0};
+    while (mmt_now_ms() < until) {
+        int st = 0;
+        pid_t got = waitpid(pid, &st, WNOHANG);
+        if (got == pid) {
+            ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 9, "worker ended with %d", st);
+            crashes++;
+            ck_assert_int_le(crashes, 5);
+            pid = crashy_worker();
+        }
+        ck_assert_int_eq(mm_queue_stat(F.client, F.service, ROUTE, &q), MM_OK);
+        if (q.messages == 0 && dead_count() == 1)
+            break;
+        bool never = false;
+        mmt_wait(F.base, &never, 20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ck_assert_uint_eq(dead_count(), 1);
+    ck_assert_uint_eq(q.messages, 0); /* the good ones were all acked */
+    ck_assert_int_eq(crashes, 5);
+    struct dead d;
+    dead_take(&d);
+    assert_dead(&d, "redelivered", 5);
+    assert_task_body(&d, CRASH_ID);
+    printf("crashing worker: %d crashes, then dead-lettered in %llu ms; %d other tasks handled\n",
+           crashes, (unsigned long long) (mmt_now_ms() - t0), N_GOOD);
+}
+END_TEST
+
 static Suite *
 suite(void)
 {
@@ -670,6 +755,7 @@ suite(void)
     tcase_add_test(tc, given_back_task_dead_lettered_after_max_deliveries);
     tcase_add_test(tc, default_limit_is_five_deliveries);
     tcase_add_test(tc, connection_death_counts_one_failed_delivery);
+    tcase_add_test(tc, crashing_worker_dead_lettered_after_the_limit_others_flow);
     tcase_add_test(tc, dead_lettered_request_answers_EREMOTE);
     tc = mmt_tcase(s, "at_once", setup, teardown, 60);
     tcase_add_test(tc, garbage_dead_lettered_at_once_others_keep_flowing);
