@@ -151,6 +151,9 @@ typedef enum mm_event_type {
     MM_EV_UNROUTABLE = 9,   /* the broker returned a task: no queue for its route */
     MM_EV_RECONNECTED = 10, /* the connection is back after a loss; routes are restored */
     MM_EV_DEADLETTER = 11,  /* a message went to the dead-letter queue; code and text say why */
+    MM_EV_LEADER = 12,      /* the service's leader changed: leader_id (NULL: none known) */
+    MM_EV_STEP_UP = 13,     /* this instance became the leader */
+    MM_EV_STEP_DOWN = 14,   /* this instance stopped being the leader (code says why) */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
@@ -161,6 +164,7 @@ typedef struct mm_event {
     uint16_t channel;       /* the channel concerned, 0 when none */
     const char *route;      /* the route concerned (message events), else NULL */
     const char *request_id; /* the message's idRequest (message events), else NULL */
+    const char *leader_id;  /* MM_EV_LEADER, MM_EV_STEP_UP: the leader's instance id */
 } mm_event_t;
 
 /** Event hook. May call any mm_* function, mm_free() included. */
@@ -197,12 +201,19 @@ typedef struct mm_opts {
                                      MM_NO_TIMEOUT: never */
     uint32_t max_redeliveries;    /* deliveries of one message before dead-lettering; 0: 5 */
     uint32_t close_timeout_ms;    /* mm_close()'s wait for handlers and confirms; 0: 5000 */
+
+    /* peers and election; see "Peers and election" below */
+    uint32_t heartbeat_ms;        /* peer.alive interval; 0: 10000 */
+    uint32_t election_timeout_ms; /* no leader seen this long: try the lock; 0: 15000;
+                                     must exceed heartbeat_ms (else MM_EINVAL) */
 } mm_opts_t;
 
 /** mm_opts_t.flags */
 #define MM_OPT_NO_RECONNECT 1u     /* a lost connection stays lost: mm_run() returns */
 #define MM_OPT_CONFIRM_EVENTS 2u   /* wait for the broker's confirm of every event too */
 #define MM_OPT_NO_CONFIRM_TASKS 4u /* do not wait for the broker's confirm of tasks */
+#define MM_OPT_NO_PEERS 16u        /* no heartbeats, invisible to status (short-lived clients) */
+#define MM_OPT_NO_ELECTION 32u     /* never take part in the election (implied by NO_PEERS) */
 #define MM_OPT_OFFLINE_WAIT                                                                        \
     8u /* mm_request() while disconnected waits for the                                            \
           reconnect (within its timeout) instead of MM_ENOTCONN */
@@ -687,6 +698,7 @@ typedef struct mm_send_opts {
 /** mm_send_opts_t.flags */
 #define MM_SEND_TRANSIENT 1u /* a task not written to disk (tasks are persistent by default) */
 #define MM_SEND_CONFIRM 2u   /* wait for the broker's confirm (events; tasks do by default) */
+#define MM_SEND_JSON 4u      /* this body in JSON, whatever the instance's codec */
 
 /* clang-format off */
 #define MM_SEND_OPTS_INIT {.size = sizeof(mm_send_opts_t)}
@@ -827,6 +839,89 @@ MM_EXPORT int mm_deadletter_stat(mm_t *mm, const char *service, mm_stat_t *ret_s
  *         mm again), or the broker's error.
  */
 MM_EXPORT int mm_deadletter_redrive(mm_t *mm, uint32_t max, uint32_t *ret_moved);
+
+/* ---- Peers and election ------------------------------------------------------
+ *
+ * Every connected instance (unless MM_OPT_NO_PEERS) publishes its status
+ * every heartbeat_ms on its service's internal target (PROTOCOL.md 6: a JSON
+ * peer.alive event: id, name, isReady, isMaster, leaderId, elapsedMs,
+ * startedAt, memoryUsage, knownPeers), answers status requests, and keeps a
+ * table of the peers it hears, forgetting those silent for 4 heartbeats.
+ *
+ * Election (unless MM_OPT_NO_ELECTION): the leader is the instance whose
+ * connection holds the exclusive queue internal.<service>.lock (PROTOCOL.md
+ * 7); the broker decides, so there are never two leaders at once, and an
+ * instance claims leadership only while it holds the lock (it steps down
+ * the moment its connection or lock channel is lost). Followers learn the
+ * leader from heartbeats. Failover is faster than the protocol's timeout:
+ * micromsg instances also wait, as consumers, on a single-active-consumer
+ * queue of their own (q.mm.election.<service>) that holds a token message;
+ * when the leader's connection dies the broker hands the token to the next
+ * instance at once, and that instance takes the lock. Replicas that only
+ * know the protocol still take part: they try the lock after
+ * election_timeout_ms without a leader, and see the leader's heartbeats.
+ * Events: MM_EV_LEADER (leader changed), MM_EV_STEP_UP, MM_EV_STEP_DOWN.
+ */
+
+/** 1 when this instance holds the lock (is the leader), else 0. */
+MM_EXPORT int mm_is_leader(const mm_t *mm);
+
+/** The leader's instance id as this instance knows it, or NULL when none. Valid until the next
+ *  callback. */
+MM_EXPORT const char *mm_leader_id(const mm_t *mm);
+
+/** One instance of a service, as its status message said. */
+typedef struct mm_member {
+    const char *id;
+    int ready;             /* connected and its routes declared */
+    int leader;            /* it says it is the leader */
+    const char *leader_id; /* the leader it follows, or NULL */
+    int64_t uptime_ms;
+    uint64_t rss;         /* resident memory, bytes */
+    uint32_t known_peers; /* its peer table, itself included */
+} mm_member_t;
+
+/** The status of a service. Valid during the callback only. */
+typedef struct mm_status {
+    int code; /* MM_OK; MM_ENOENT: no instance answered; MM_ENOTCONN... */
+    const char *service;
+    size_t count; /* members */
+    const mm_member_t *members;
+    int has_leader, has_ready; /* some member is the leader / is ready */
+    const char *leader_id;     /* NULL when no member says it leads */
+} mm_status_t;
+
+typedef void (*mm_status_fn)(mm_t *mm, const mm_status_t *status, void *ud);
+
+/**
+ * Ask for the status of `service` (NULL: this instance's own): every
+ * instance of it answers a status request. The callback runs once, when
+ * every member answered (as many as they say they know) or after a bounded
+ * wait of max(6 x measured broker latency, 1000 ms); with no answer at all,
+ * code MM_ENOENT. Never before this call returns.
+ * @return MM_OK (the callback will run), MM_ENAME, MM_EINVAL, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_get_status(mm_t *mm, const char *service, mm_status_fn cb, void *ud);
+
+/** mm_wait_service() flags. */
+#define MM_WAIT_LEADER 1u /* also wait for a leader */
+
+/**
+ * Wait until `service` has a ready member (and a leader with
+ * MM_WAIT_LEADER), asking for its status again every heartbeat_ms / 4 (at
+ * least 100 ms). The callback runs once: code MM_OK with the status that
+ * satisfied the wait, or MM_ETIMEDOUT with the last status seen.
+ * @return MM_OK (the callback will run), MM_ENAME, MM_EINVAL, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_wait_service(mm_t *mm, const char *service, unsigned flags, int64_t timeout_ms,
+                              mm_status_fn cb, void *ud);
+
+/**
+ * The average round trip through the broker in milliseconds, measured by
+ * the peers module when it connects (PROTOCOL.md 6, latency probe) and again
+ * every 10 heartbeats; -1 before the first measurement.
+ */
+MM_EXPORT double mm_broker_latency_ms(const mm_t *mm);
 
 #ifdef __cplusplus
 }

@@ -265,6 +265,7 @@ mm_connect(mm_t *mm, const char *uri)
     }
     mmi_clear_error(mm);
     mm->auto_reconnect = !(mm->opts.flags & MM_OPT_NO_RECONNECT);
+    mmi_modules_up(mm);
     mmi_event(mm, MM_EV_CONNECTED, MM_OK, 0, "connected to %s (heartbeat %d s)", mm->uri_redacted,
               mm->heartbeat);
     return MM_OK;
@@ -297,6 +298,7 @@ mmi_conn_lost(mm_t *mm, int code, const char *fmt, ...)
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     retire(mm, MM_EDISCONNECTED);
+    mmi_modules_down(mm);
     bool again = mm->auto_reconnect && mmi_alive(mm);
     mmi_event(mm, MM_EV_DISCONNECTED, code, 0, "%s%s", text, again ? "; reconnecting" : "");
     if (again)
@@ -342,6 +344,7 @@ mm_close(mm_t *mm)
         return MM_ECLOSED;
     }
     mmi_reconnect_stop(mm);
+    mmi_modules_down(mm);
     mmi_conn_close(mm);
     mm->state = MMI_IDLE;
     mmi_outbox_close(mm);

@@ -22,6 +22,8 @@ struct event;
 struct mmi_chan;
 struct mmi_pending_event;
 struct mmi_probe;
+struct mmi_peers;
+struct mmi_election;
 struct mmi_req;
 struct mmi_reqs;
 
@@ -83,7 +85,19 @@ struct mmi_opts {
     int64_t send_timeout_ms; /* MM_NO_TIMEOUT: none */
     uint32_t max_redeliveries;
     uint32_t close_timeout_ms;
+    uint32_t heartbeat_ms;
+    uint32_t election_timeout_ms;
 };
+
+/* A module beside the core (peers/, election/, qos/): what the core tells it. */
+typedef struct mmi_hooks {
+    void (*up)(mm_t *mm, void *state);      /* connected, or reconnected with routes restored */
+    void (*down)(mm_t *mm, void *state);    /* the connection is lost or closed, at once */
+    void (*destroy)(mm_t *mm, void *state); /* mm_free: release everything */
+    void *state;
+} mmi_hooks_t;
+
+#define MMI_MAX_MODULES 4
 
 struct mm {
     char *service;
@@ -109,11 +123,19 @@ struct mm {
     struct event *ev_read;
     struct event *ev_heartbeat;
     struct event *ev_deferred;
-    struct event *ev_reconnect;      /* the next reconnect attempt (lib/reconnect.c) */
-    unsigned rc_attempts;            /* failed reconnect attempts since the loss */
-    uint64_t rc_since;               /* monotonic ms of the loss */
-    bool auto_reconnect;             /* connected once by mm_connect, not closed since */
-    struct mmi_probe *probe;         /* the reconnect probe under way (lib/probe.c) */
+    struct event *ev_reconnect; /* the next reconnect attempt (lib/reconnect.c) */
+    unsigned rc_attempts;       /* failed reconnect attempts since the loss */
+    uint64_t rc_since;          /* monotonic ms of the loss */
+    bool auto_reconnect;        /* connected once by mm_connect, not closed since */
+    struct mmi_probe *probe;    /* the reconnect probe under way (lib/probe.c) */
+
+    /* modules (peers/, election/): hooks, and their state for their own use */
+    mmi_hooks_t modules[MMI_MAX_MODULES];
+    int nmodules;
+    struct mmi_peers *peers;
+    struct mmi_election *election;
+    uint64_t started_ms; /* monotonic, at mm_new */
+    int64_t started_wall_ms;
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
     /* channels (lib/chan.c) */
@@ -176,6 +198,12 @@ int mmi_check_dest(mm_t *mm, const char *what, const char *name, unsigned flags,
 char *mmi_request_queue(char *out, size_t cap, const char *service, const char *route);
 #define MMI_QUEUE_MAX (2 * MMI_NAME_MAX + 16)
 
+/* ---- modules (lib/modules.c) ---- */
+int mmi_module_add(mm_t *mm, const mmi_hooks_t *hooks);
+void mmi_modules_up(mm_t *mm);
+void mmi_modules_down(mm_t *mm);
+void mmi_modules_destroy(mm_t *mm);
+
 /* ---- instance (lib/mm.c) ---- */
 void mmi_instance_destroy(mm_t *mm);
 void mmi_enter(mm_t *mm);
@@ -186,6 +214,8 @@ void mmi_event(mm_t *mm, mm_event_type type, int code, uint16_t ch, const char *
 void mmi_msg_event(mm_t *mm, mm_event_type type, int code, const char *route,
                    const char *request_id, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+void mmi_leader_event(mm_t *mm, mm_event_type type, int code, const char *leader_id,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void mmi_deferred_kick(mm_t *mm);
 void mmi_events_flush(mm_t *mm);
 void mmi_events_drop(mm_t *mm);

@@ -10,15 +10,17 @@
 #include <string.h>
 #include <time.h>
 
+#include "election.h"
 #include "internal.h"
 #include "outbox.h"
+#include "peers.h"
 
 struct mmi_pending_event {
     struct mmi_pending_event *next;
     mm_event_type type;
     int code;
     uint16_t channel;
-    char *route, *request_id; /* point into text[] after the text, or NULL */
+    char *route, *request_id, *leader_id; /* point into text[] after the text, or NULL */
     char text[];
 };
 
@@ -85,7 +87,14 @@ copy_opts(mm_t *mm, const mm_opts_t *src)
         .send_timeout_ms = o.send_timeout_ms ? o.send_timeout_ms : 60000,
         .max_redeliveries = o.max_redeliveries ? o.max_redeliveries : 5,
         .close_timeout_ms = o.close_timeout_ms ? o.close_timeout_ms : 5000,
+        .heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : 10000,
+        .election_timeout_ms = o.election_timeout_ms ? o.election_timeout_ms : 15000,
     };
+    if (mm->opts.election_timeout_ms <= mm->opts.heartbeat_ms)
+        return mmi_fail(mm, MM_EINVAL,
+                        "election_timeout_ms %u must exceed heartbeat_ms %u (a leader would be "
+                        "replaced between two of its heartbeats)",
+                        mm->opts.election_timeout_ms, mm->opts.heartbeat_ms);
     if (o.send_timeout_ms < 0 && o.send_timeout_ms != MM_NO_TIMEOUT)
         return mmi_fail(mm, MM_EINVAL, "send_timeout_ms %lld (positive, 0 or MM_NO_TIMEOUT)",
                         (long long) o.send_timeout_ms);
@@ -125,6 +134,18 @@ setup_loop(mm_t *mm)
     return mm->ev_deferred ? MM_OK : MM_ENOMEM;
 }
 
+/* Peers and election run beside the core unless the options say no. */
+static int
+attach_modules(mm_t *mm)
+{
+    if (mm->opts.flags & MM_OPT_NO_PEERS)
+        return MM_OK;
+    int rc = mmi_peers_attach(mm);
+    if (rc == MM_OK)
+        rc = mmi_election_attach(mm, !(mm->opts.flags & MM_OPT_NO_ELECTION));
+    return rc;
+}
+
 mm_t *
 mm_new(const char *service, const mm_opts_t *opts)
 {
@@ -145,6 +166,12 @@ mm_new(const char *service, const mm_opts_t *opts)
     }
     mmi_ids_seed(mm);
     mmi_make_id(mm, mm->id);
+    mm->started_ms = mmi_now_ms();
+    mm->started_wall_ms = mmi_wall_ms();
+    if (rc == MM_OK && attach_modules(mm) != MM_OK) {
+        mmi_instance_destroy(mm);
+        return NULL;
+    }
     /* Invalid arguments leave a failed instance whose calls all return rc. */
     mm->init_code = rc;
     mmi_log(mm, MM_LOG_DEBUG, "instance %s of '%s' created", mm->id, mm_service(mm));
@@ -206,27 +233,44 @@ event_name(mm_event_type t)
         [MM_EV_UNROUTABLE] = "unroutable",
         [MM_EV_RECONNECTED] = "reconnected",
         [MM_EV_DEADLETTER] = "dead-letter",
+        [MM_EV_LEADER] = "leader",
+        [MM_EV_STEP_UP] = "stepped up",
+        [MM_EV_STEP_DOWN] = "stepped down",
     };
-    return t > 0 && t <= MM_EV_DEADLETTER ? names[t] : "event";
+    return t > 0 && t <= MM_EV_STEP_DOWN ? names[t] : "event";
+}
+
+/* Copy `src` (may be NULL) to *at and return where it went. */
+static char *
+put_opt(char **at, const char *src)
+{
+    if (src == NULL)
+        return NULL;
+    size_t n = strlen(src) + 1;
+    char *d = memcpy(*at, src, n);
+    *at += n;
+    return d;
 }
 
 static void
 event_queue(mm_t *mm, struct mmi_pending_event *proto, const char *text)
 {
-    const char *route = proto->route, *rid = proto->request_id;
-    size_t tl = strlen(text) + 1, rl = route ? strlen(route) + 1 : 0,
-           il = rid ? strlen(rid) + 1 : 0;
+    const char *route = proto->route, *rid = proto->request_id, *lid = proto->leader_id;
+    size_t n = strlen(text) + 1 + (route ? strlen(route) + 1 : 0) + (rid ? strlen(rid) + 1 : 0) +
+               (lid ? strlen(lid) + 1 : 0);
     mmi_log(mm, proto->code == MM_OK ? MM_LOG_INFO : MM_LOG_WARN, "%s: %s%s%s",
             event_name(proto->type), proto->code == MM_OK ? "" : mm_err_name(proto->code),
             proto->code == MM_OK ? "" : " ", text);
-    struct mmi_pending_event *e = malloc(sizeof *e + tl + rl + il);
+    struct mmi_pending_event *e = malloc(sizeof *e + n);
     if (e == NULL)
         return; /* logged above; an event is not worth failing the caller for */
     *e = *proto;
     e->next = NULL;
-    memcpy(e->text, text, tl);
-    e->route = route ? memcpy(e->text + tl, route, rl) : NULL;
-    e->request_id = rid ? memcpy(e->text + tl + rl, rid, il) : NULL;
+    char *at = e->text;
+    put_opt(&at, text);
+    e->route = put_opt(&at, route);
+    e->request_id = put_opt(&at, rid);
+    e->leader_id = put_opt(&at, lid);
     if (mm->ev_tail)
         mm->ev_tail->next = e;
     else
@@ -262,6 +306,19 @@ mmi_msg_event(mm_t *mm, mm_event_type type, int code, const char *route, const c
 }
 
 void
+mmi_leader_event(mm_t *mm, mm_event_type type, int code, const char *leader_id, const char *fmt,
+                 ...)
+{
+    char text[MMI_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    struct mmi_pending_event proto = {.type = type, .code = code, .leader_id = (char *) leader_id};
+    event_queue(mm, &proto, text);
+}
+
+void
 mmi_deferred_kick(mm_t *mm)
 {
     if (mm->ev_deferred != NULL)
@@ -283,7 +340,8 @@ mmi_events_flush(mm_t *mm)
                              .text = e->text,
                              .channel = e->channel,
                              .route = e->route,
-                             .request_id = e->request_id};
+                             .request_id = e->request_id,
+                             .leader_id = e->leader_id};
             mm->opts.on_event(mm, &ev, mm->opts.event_ud);
         }
         free(e);
@@ -365,6 +423,7 @@ mmi_instance_destroy(mm_t *mm)
     if (mm->state == MMI_CONNECTED)
         mmi_conn_close(mm);
     mmi_conn_reap(mm);
+    mmi_modules_destroy(mm);
     mmi_outbox_free(mm);
     mmi_reconnect_free(mm);
     mmi_routes_free(mm);

@@ -49,6 +49,7 @@ restored(mm_t *mm)
     mmi_routes_restore(mm);
     if (mm->state == MMI_CONNECTED)
         mmi_requests_restore(mm);
+    mmi_modules_up(mm);
     if (mm->state == MMI_CONNECTED)
         mmi_outbox_resume(mm);
     if (mm->state == MMI_CONNECTED)

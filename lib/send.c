@@ -28,7 +28,8 @@ send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_i
 {
     char err[160] = "";
     mmi_wire_out_t w;
-    int rc = mmi_wire_encode(mm, mm->opts.codec, body, len, &w);
+    int codec = (o->flags & MM_SEND_JSON) ? MM_CODEC_JSON : mm->opts.codec;
+    int rc = mmi_wire_encode(mm, codec, body, len, &w);
     if (rc == MM_OK) {
         rc = mmi_hdrs_finish(h, request_id, o->headers, o->headers_len, err, sizeof err);
         if (rc != MM_OK)

@@ -230,12 +230,54 @@ START_TEST(default_retry_backs_off_within_the_budget)
     int64_t later = mm_retry_default(MM_EUNREACHABLE, 5, 2000, budget);
     ck_assert_int_ge(first, 80);
     ck_assert_int_le(first, 120);
-    ck_assert_int_gt(later, first * 4);                                          /* 1600 +- 20 % */
-    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 40, 1000, budget), 6000); /* capped */
-    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 9, 9900, budget), 100);   /* not past it */
+    ck_assert_int_ge(later, 640); /* 800 +- 20 % */
+    ck_assert_int_le(later, 960);
+    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 40, 1000, budget), 960); /* capped */
+    ck_assert_int_le(mm_retry_default(MM_EUNREACHABLE, 9, 9900, budget), 100);  /* not past it */
     ck_assert_int_lt(mm_retry_default(MM_EUNREACHABLE, 9, 10000, budget), 0);
     ck_assert_int_lt(mm_retry_default(MM_EUNREACHABLE, 2, 30000, NULL), 0); /* 0: 30 s */
     ck_assert_int_ge(mm_retry_default(MM_EUNREACHABLE, 2, 29000, NULL), 0);
+}
+END_TEST
+
+/* Reconnects use the default strategy without an end: UINTPTR_MAX as the budget. */
+START_TEST(default_retry_without_a_budget_never_stops)
+{
+    void *none = (void *) UINTPTR_MAX;
+    int64_t w = mm_retry_default(MM_EUNREACHABLE, 1000, UINT64_C(86400000) * 365, none);
+    ck_assert_int_ge(w, 640);
+    ck_assert_int_le(w, 960);
+    ck_assert_int_lt(mm_retry_default(MM_EAUTH, 1, 0, none), 0); /* still never for these */
+}
+END_TEST
+
+START_TEST(reliability_and_election_options)
+{
+    mm_t *mm = mm_new("svc", NULL);
+    ck_assert_uint_eq(mm->opts.send_buffer, 16u << 20);
+    ck_assert_int_eq(mm->opts.send_timeout_ms, 60000);
+    ck_assert_uint_eq(mm->opts.max_redeliveries, 5);
+    ck_assert_uint_eq(mm->opts.close_timeout_ms, 5000);
+    ck_assert_uint_eq(mm->opts.heartbeat_ms, 10000);
+    ck_assert_uint_eq(mm->opts.election_timeout_ms, 15000);
+    mm_free(mm);
+    mm_opts_t o = MM_OPTS_INIT;
+    o.heartbeat_ms = 500;
+    o.election_timeout_ms = 500; /* must exceed the heartbeat */
+    mm = mm_new("svc", &o);
+    ck_assert_int_eq(mm_last_code(mm), MM_EINVAL);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "election_timeout_ms"));
+    mm_free(mm);
+    o.election_timeout_ms = 0; /* the default 15000 exceeds 500 */
+    o.send_timeout_ms = -7;    /* neither positive nor MM_NO_TIMEOUT */
+    mm = mm_new("svc", &o);
+    ck_assert_int_eq(mm_last_code(mm), MM_EINVAL);
+    mm_free(mm);
+    o.send_timeout_ms = MM_NO_TIMEOUT;
+    mm = mm_new("svc", &o);
+    ck_assert_int_eq(mm_last_code(mm), MM_OK);
+    ck_assert_int_eq(mm->opts.send_timeout_ms, MM_NO_TIMEOUT);
+    mm_free(mm);
 }
 END_TEST
 
@@ -266,6 +308,8 @@ main(void)
     tcase_add_test(tc, run_refuses_without_connection_or_on_a_foreign_base);
     tcase_add_test(tc, default_retry_gives_up_on_permanent_errors);
     tcase_add_test(tc, default_retry_backs_off_within_the_budget);
+    tcase_add_test(tc, default_retry_without_a_budget_never_stops);
+    tcase_add_test(tc, reliability_and_election_options);
     tcase_add_test(tc, free_null_is_a_noop);
     suite_add_tcase(s, tc);
     return mmt_run(s);
