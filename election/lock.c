@@ -106,8 +106,7 @@ mmi_election_try(mm_t *mm, const char *why)
         mmi_election_stepped_up(mm);
         return;
     }
-    mmi_log(mm, MM_LOG_DEBUG, "lock of '%s' not taken (%s): %s", mm->service, why,
-            mm->last_error);
+    mmi_log(mm, MM_LOG_DEBUG, "lock of '%s' not taken (%s): %s", mm->service, why, mm->last_error);
     /* Next in line, and no leader heard since: the old leader's lock may still be
      * going away, try again soon. Someone leads: wait for the protocol's rule. */
     if (e->token && e->leader_seen_ms <= e->token_ms && mm->state == MMI_CONNECTED)
