@@ -894,12 +894,22 @@ typedef struct mm_status {
 typedef void (*mm_status_fn)(mm_t *mm, const mm_status_t *status, void *ud);
 
 /**
- * Ask for the status of `service` (NULL: this instance's own): every
- * instance of it answers a status request. The callback runs once, when
- * every member answered (as many as they say they know) or after a bounded
- * wait of max(6 x measured broker latency, 1000 ms); with no answer at all,
- * code MM_ENOENT. Never before this call returns.
- * @return MM_OK (the callback will run), MM_ENAME, MM_EINVAL, MM_ENOTCONN.
+ * Ask for the status of `service` (NULL: this instance's own): a status
+ * request goes to internal.<service>, and every instance of it answers with
+ * its peer.alive (micromsg listens on internal.<service> peer.alive
+ * meanwhile, a temporary listener for another service). The callback runs
+ * once, never before this call returns: when more than one member answered
+ * and as many as the largest knownPeers among them, or a single member that
+ * says it is alone; else after max(6 x measured broker latency, 1000 ms).
+ * Status codes: MM_OK (members: every instance that answered), MM_ENOENT
+ * (no answer at all), MM_ENOTCONN (the connection was lost or closed
+ * meanwhile; the members heard so far), MM_ECLOSED (mm_free meanwhile: the
+ * callback runs inside mm_free), MM_ENOMEM. Works with MM_OPT_NO_PEERS too
+ * (the instance asks, but does not answer).
+ * @return MM_OK (the callback will run), MM_EINVAL (mm or cb NULL), MM_ENAME
+ *         (also when internal.<service> is longer than a name may be, i.e.
+ *         a service name over 119 characters), MM_ENOTCONN (not connected),
+ *         MM_ECLOSED.
  */
 MM_EXPORT int mm_get_status(mm_t *mm, const char *service, mm_status_fn cb, void *ud);
 
@@ -907,19 +917,26 @@ MM_EXPORT int mm_get_status(mm_t *mm, const char *service, mm_status_fn cb, void
 #define MM_WAIT_LEADER 1u /* also wait for a leader */
 
 /**
- * Wait until `service` has a ready member (and a leader with
- * MM_WAIT_LEADER), asking for its status again every heartbeat_ms / 4 (at
- * least 100 ms). The callback runs once: code MM_OK with the status that
- * satisfied the wait, or MM_ETIMEDOUT with the last status seen.
- * @return MM_OK (the callback will run), MM_ENAME, MM_EINVAL, MM_ENOTCONN.
+ * Wait until `service` (NULL: this instance's own) has a ready member (and
+ * a member that says it leads, with MM_WAIT_LEADER), asking for its status
+ * (as mm_get_status) again every heartbeat_ms / 4 (at least 100 ms) after
+ * the previous answer. `timeout_ms` >= 0, or MM_NO_TIMEOUT to wait for
+ * ever. The wait survives a reconnect (it asks again once connected). The
+ * callback runs once, never before this call returns: code MM_OK with the
+ * status that satisfied the wait, MM_ETIMEDOUT with the last status seen
+ * (no members when nobody answered), or MM_ECLOSED (mm_free meanwhile).
+ * @return MM_OK (the callback will run), MM_ENAME, MM_EINVAL (mm or cb
+ *         NULL, a negative timeout other than MM_NO_TIMEOUT), MM_ENOTCONN
+ *         (never connected, or closed; reconnecting is fine), MM_ECLOSED.
  */
 MM_EXPORT int mm_wait_service(mm_t *mm, const char *service, unsigned flags, int64_t timeout_ms,
                               mm_status_fn cb, void *ud);
 
 /**
  * The average round trip through the broker in milliseconds, measured by
- * the peers module when it connects (PROTOCOL.md 6, latency probe) and again
- * every 10 heartbeats; -1 before the first measurement.
+ * the peers module when it connects (PROTOCOL.md 6, latency probe: 5 small
+ * events to itself, one after the other) and again every 10 heartbeats; -1
+ * before the first measurement, and always with MM_OPT_NO_PEERS.
  */
 MM_EXPORT double mm_broker_latency_ms(const mm_t *mm);
 

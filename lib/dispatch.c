@@ -153,6 +153,10 @@ bad_input(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, i
           const char *err)
 {
     const char *why = err[0] ? err : mm_strerror(code);
+    if (r->no_ack) { /* internal chatter of peers (PROTOCOL.md 6): foreign or broken ones */
+        mmi_log(mm, MM_LOG_DEBUG, "message on internal '%s' ignored: %s", r->name, why);
+        return;
+    }
     mmi_msg_event(mm, MM_EV_ERROR, code, r->name,
                   msg && msg->request_id[0] ? msg->request_id : NULL,
                   "message on '%s' rejected: %s", r->name, why);

@@ -8,7 +8,9 @@
 
 #include "internal.h"
 
-/* From mm_new unless MM_OPT_NO_PEERS. */
+/* From mm_new unless MM_OPT_NO_PEERS: hooks, the internal listeners, the
+ * heartbeat timer. (With MM_OPT_NO_PEERS the module's state is created on the
+ * first mm_get_status/mm_wait_service, without heartbeats: peers_int.h.) */
 int mmi_peers_attach(mm_t *mm);
 
 /* Publish our status now (election/: right after stepping up or down). */
