@@ -25,22 +25,43 @@ set_leader(mm_t *mm, struct mmi_election *e, const char *id)
                      id ? id : "none known");
 }
 
+/* The leader we follow has not been heard for 1.5 heartbeats. */
+static bool
+followed_is_stale(const mm_t *mm, const struct mmi_election *e)
+{
+    return mmi_now_ms() - e->leader_seen_ms > (uint64_t) mm->opts.heartbeat_ms * 3 / 2;
+}
+
 void
-mmi_election_heard(mm_t *mm, const char *id, bool is_master, const char *leader_id)
+mmi_election_heard(mm_t *mm, const char *id, bool is_master, const char *leader_id, int64_t since)
 {
     struct mmi_election *e = mm->election;
     (void) leader_id; /* whom others follow is their business; claims count */
-    if (e == NULL || id == NULL || !is_master)
-        return;
+    if (e == NULL || id == NULL || strcmp(id, mm->id) == 0)
+        return; /* our own heartbeats say what we know already */
     if (e->leader) {
-        if (strcmp(id, mm->id) != 0) /* we hold the lock: a claim cannot make two leaders */
+        if (is_master) /* we hold the lock: a claim cannot make two leaders */
             mmi_log(mm, MM_LOG_DEBUG, "peer %s claims to lead '%s' while we hold the lock", id,
                     mm->service);
         return;
     }
-    if (strcmp(id, mm->id) == 0)
-        return; /* an old heartbeat of ours, from before we stepped down */
+    bool followed = strcmp(e->leader_id, id) == 0;
+    if (!is_master) {
+        if (followed) /* it stepped down */
+            set_leader(mm, e, NULL);
+        return;
+    }
+    /* Another claimant: believed when we follow nobody, when the one we follow
+     * went silent, or when its leadership is newer (x-mm-leader-since, set by
+     * micromsg leaders); else a claim without the lock would make followers flip. */
+    if (!followed && e->leader_id[0] != '\0' && !followed_is_stale(mm, e) &&
+        since <= e->leader_since) {
+        mmi_log(mm, MM_LOG_DEBUG, "claim of %s to lead '%s' ignored: %s leads", id, mm->service,
+                e->leader_id);
+        return;
+    }
     e->leader_seen_ms = mmi_now_ms();
+    e->leader_since = since;
     set_leader(mm, e, id);
 }
 
@@ -90,11 +111,18 @@ mmi_election_tick(mm_t *mm)
         mmi_election_try(mm, "no leader heard");
 }
 
+int64_t
+mmi_election_since(const mm_t *mm)
+{
+    return mm->election != NULL && mm->election->leader ? mm->election->leader_since : 0;
+}
+
 void
 mmi_election_stepped_up(mm_t *mm)
 {
     struct mmi_election *e = mm->election;
     e->leader = true;
+    e->leader_since = mmi_wall_ms();
     e->leader_seen_ms = mmi_now_ms();
     mmi_leader_event(mm, MM_EV_STEP_UP, MM_OK, mm->id, "this instance leads '%s'", mm->service);
     set_leader(mm, e, mm->id);
@@ -108,6 +136,7 @@ mmi_election_stepped_down(mm_t *mm, int code, const char *why)
     if (!e->leader)
         return;
     e->leader = false;
+    e->leader_since = 0;
     mmi_leader_event(mm, MM_EV_STEP_DOWN, code, NULL, "this instance no longer leads '%s': %s",
                      mm->service, why);
     set_leader(mm, e, NULL);

@@ -15,8 +15,13 @@
 int mmi_election_attach(mm_t *mm, bool candidate);
 
 /* peers/: a status message from `id` (maybe ourselves), claiming leadership or
- * naming the leader it follows (NULL: none). */
-void mmi_election_heard(mm_t *mm, const char *id, bool is_master, const char *leader_id);
+ * naming the leader it follows (NULL: none); `since`: its header
+ * x-mm-leader-since (wall ms when it took the lock; 0 when absent). */
+void mmi_election_heard(mm_t *mm, const char *id, bool is_master, const char *leader_id,
+                        int64_t since);
+
+/* peers/: the x-mm-leader-since of our heartbeats; 0 when we do not lead. */
+int64_t mmi_election_since(const mm_t *mm);
 
 /* peers/: `id` was forgotten (silent for 4 heartbeats). */
 void mmi_election_forget(mm_t *mm, const char *id);

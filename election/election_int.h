@@ -12,7 +12,8 @@ struct mmi_election {
     bool candidate;
     bool leader;             /* we hold the lock: the only way to claim it */
     char leader_id[37];      /* the leader as we know it ("" none); ours when leader */
-    uint64_t leader_seen_ms; /* the last heartbeat of another instance claiming it */
+    uint64_t leader_seen_ms; /* the last heartbeat of the leader we follow */
+    int64_t leader_since;    /* its x-mm-leader-since (ours when we lead); 0: unknown */
     uint64_t up_ms;          /* when the connection came up */
     uint16_t lock_ch;        /* the channel on which we declared (and watch) the lock */
     uint16_t token_ch;       /* our consumer on the token queue */

@@ -107,9 +107,11 @@ mmi_election_try(mm_t *mm, const char *why)
         return;
     }
     mmi_log(mm, MM_LOG_DEBUG, "lock of '%s' not taken (%s): %s", mm->service, why, mm->last_error);
-    /* Next in line, and no leader heard since: the old leader's lock may still be
-     * going away, try again soon. Someone leads: wait for the protocol's rule. */
-    if (e->token && e->leader_seen_ms <= e->token_ms && mm->state == MMI_CONNECTED)
+    /* Next in line: the old leader's lock may still be going away, try again
+     * soon. Refused for a whole election timeout, someone really holds it (a
+     * protocol-only replica): from then on the protocol's rule (ticks). */
+    if (e->token && mmi_now_ms() - e->token_ms < mm->opts.election_timeout_ms &&
+        mm->state == MMI_CONNECTED)
         retry_later(mm, e);
 }
 

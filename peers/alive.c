@@ -26,8 +26,36 @@ mmi_peers_target(char *out, const char *service)
     snprintf(out, MMI_TARGET_MAX, "internal.%s", service);
 }
 
+/* The user-header map of a leader's heartbeat: {"x-mm-leader-since": ms}, or none. */
+static size_t
+since_header(int64_t since, char *out, size_t cap)
+{
+    if (since <= 0)
+        return 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str(&pk, strlen(MMI_H_LEADER_SINCE));
+    msgpack_pack_str_body(&pk, MMI_H_LEADER_SINCE, strlen(MMI_H_LEADER_SINCE));
+    msgpack_pack_int64(&pk, since);
+    size_t n = sb.size <= cap ? sb.size : 0;
+    if (n > 0)
+        memcpy(out, sb.data, n);
+    msgpack_sbuffer_destroy(&sb);
+    return n;
+}
+
 int
 mmi_peers_send(mm_t *mm, const char *target, const char *route, const void *body, size_t len)
+{
+    return mmi_peers_send_since(mm, target, route, body, len, 0);
+}
+
+int
+mmi_peers_send_since(mm_t *mm, const char *target, const char *route, const void *body, size_t len,
+                     int64_t since)
 {
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
@@ -39,7 +67,10 @@ mmi_peers_send(mm_t *mm, const char *target, const char *route, const void *body
     mmi_hdrs_init(&h); /* an event's __mms is an empty table */
     mmi_wire_out_t w;
     int rc = mmi_wire_encode(mm, MM_CODEC_JSON, body, len, &w);
-    if (rc == MM_OK && (rc = mmi_hdrs_finish(&h, NULL, NULL, 0, err, sizeof err)) != MM_OK)
+    char user[64];
+    size_t ulen = since_header(since, user, sizeof user);
+    if (rc == MM_OK &&
+        (rc = mmi_hdrs_finish(&h, NULL, ulen ? user : NULL, ulen, err, sizeof err)) != MM_OK)
         rc = mmi_fail(mm, rc, "headers: %s", err);
     if (rc == MM_OK) {
         mmi_pub_t pub = {.exchange = MMI_PUBSUB, .routing_key = key, .hdrs = &h, .body = &w};
@@ -56,7 +87,8 @@ mmi_peers_send_quiet(mm_t *mm, const char *target, const char *route, const void
     int code = mm->last_code;
     char text[MMI_ERRBUF];
     memcpy(text, mm->last_error, sizeof text);
-    int rc = mmi_peers_send(mm, target, route, body, len);
+    int rc = mmi_peers_send_since(mm, target, route, body, len,
+                                  strcmp(route, "peer.alive") == 0 ? mmi_election_since(mm) : 0);
     if (rc != MM_OK)
         mmi_log(mm, MM_LOG_DEBUG, "peers: %s.%s not sent: %s", target, route, mm->last_error);
     mm->last_code = code;

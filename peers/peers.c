@@ -66,7 +66,8 @@ heard(struct mmi_peers *p, mmi_member_t *r)
     if (mmi_members_put(&p->table, r) == NULL)
         mmi_log(mm, MM_LOG_DEBUG, "peers: table full (%zu), %s not added", p->table.n, r->id);
     if (mm->election != NULL)
-        mmi_election_heard(mm, r->id, r->master, r->leader_id[0] ? r->leader_id : NULL);
+        mmi_election_heard(mm, r->id, r->master, r->leader_id[0] ? r->leader_id : NULL,
+                           r->leader_since);
     mmi_status_feed(p, mm->service, r);
 }
 
@@ -81,8 +82,13 @@ on_internal(mm_msg_t *msg, void *ud)
         return;
     }
     mmi_member_t r;
-    if (mmi_alive_decode(mm, mm_msg_body(msg), mm->service, &r))
-        heard(p, &r);
+    if (!mmi_alive_decode(mm, mm_msg_body(msg), mm->service, &r))
+        return;
+    const msgpack_object *since = mm_msg_header(msg, MMI_H_LEADER_SINCE);
+    if (since != NULL && since->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        since->via.u64 < INT64_MAX)
+        r.leader_since = (int64_t) since->via.u64;
+    heard(p, &r);
 }
 
 static void

@@ -23,7 +23,8 @@ typedef struct mmi_member {
     int64_t uptime_ms;
     uint64_t rss;
     uint32_t known_peers;
-    uint64_t seen_ms; /* monotonic: when it was heard */
+    uint64_t seen_ms;     /* monotonic: when it was heard */
+    int64_t leader_since; /* header x-mm-leader-since of its last heartbeat; 0: none */
 } mmi_member_t;
 
 /* A set of statuses keyed by id (the peer table, a query's answers). */
@@ -77,6 +78,10 @@ void mmi_members_free(mmi_members_t *m);
 /* Publish msgpack `body` as JSON on x.pubSub with key <target>.<route>, unconfirmed
  * and never buffered (a late status is worthless). Errors are recorded on mm. */
 int mmi_peers_send(mm_t *mm, const char *target, const char *route, const void *body, size_t len);
+/* ... with the header x-mm-leader-since when since > 0 (a leader's heartbeat). */
+int mmi_peers_send_since(mm_t *mm, const char *target, const char *route, const void *body,
+                         size_t len, int64_t since);
+#define MMI_H_LEADER_SINCE "x-mm-leader-since"
 /* The same from the loop: mm_last_error() keeps what the user's last call left. */
 int mmi_peers_send_quiet(mm_t *mm, const char *target, const char *route, const void *body,
                          size_t len);
