@@ -763,7 +763,11 @@ MM_EXPORT int mm_emit(mm_t *mm, const char *target, const char *route, const voi
  * alarm: MM_EV_BLOCKED ... MM_EV_UNBLOCKED), nothing is written to the
  * socket: every send is buffered and goes out when unblocked; a send still
  * buffered after send_timeout_ms fails (on_sent: MM_EBLOCKED, else an
- * MM_EV_ERROR event). No call ever waits on a blocked socket.
+ * MM_EV_ERROR event). No call ever waits on a blocked socket: calls that
+ * need an answer from the broker (mm_handle and mm_listen once connected,
+ * stats, redrive) fail with MM_EBLOCKED meanwhile, since the broker stops
+ * reading a blocked connection; the library's own (route restores, the
+ * election) retry later.
  *
  * Poison messages. A request or task that is delivered again after its
  * handler gave it back (mm_msg_nack with requeue) or after the process

@@ -91,6 +91,27 @@ rpc_wait(mm_t *mm, uint16_t ch, amqp_method_number_t id, amqp_method_number_t re
     }
 }
 
+/* While the broker blocks the connection (a resource alarm) it stops reading
+ * our socket as soon as we publish, so a reply may never come: waiting would
+ * hold the loop until the RPC timeout and then kill the connection. Fail at
+ * once instead; a channel.close is only sent (frames are read in order once
+ * the block ends, so the number can be reused safely). */
+static int
+blocked_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req)
+{
+    if (id != AMQP_CHANNEL_CLOSE_METHOD)
+        return mmi_fail(mm, MM_EBLOCKED,
+                        "the broker blocks this connection (resource alarm): method 0x%08x on "
+                        "channel %u not sent",
+                        id, ch);
+    int st = amqp_send_method(mm->conn, ch, id, req);
+    if (st != AMQP_STATUS_OK) {
+        mmi_conn_lost(mm, mmi_err_from_status(st), "sending: %s", amqp_error_string2(st));
+        return mmi_fail(mm, MM_ENOTCONN, "connection lost: %s", amqp_error_string2(st));
+    }
+    return MM_OK;
+}
+
 int
 mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req, amqp_method_number_t reply_id,
         void **ret_reply)
@@ -99,6 +120,8 @@ mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req, amqp_method_n
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
     if (!mmi_chan_is_open(mm, ch))
         return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    if (mm->blocked)
+        return blocked_rpc(mm, ch, id, req);
     int st = amqp_send_method(mm->conn, ch, id, req);
     if (st != AMQP_STATUS_OK) {
         mmi_conn_lost(mm, mmi_err_from_status(st), "sending: %s", amqp_error_string2(st));
