@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "mmt.h"
+#include "mmt_fx.h"
 
 /* The harness URI with the user info, vhost or scheme replaced. */
 static const char *
@@ -404,15 +405,6 @@ START_TEST(deleted_queue_cancels_the_consumer_visibly)
 }
 END_TEST
 
-static int
-local_port(mm_t *mm)
-{
-    struct sockaddr_storage a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
-    return ntohs(((struct sockaddr_in *) &a)->sin_port);
-}
-
 START_TEST(connection_closed_by_the_broker_ends_the_run_without_reconnect)
 {
     struct events e = {0};
@@ -422,7 +414,7 @@ START_TEST(connection_closed_by_the_broker_ends_the_run_without_reconnect)
     o.flags = MM_OPT_NO_RECONNECT;
     mm_t *mm = mm_new("t-connect", &o);
     ck_assert_int_eq(mm_connect(mm, mmt_uri()), MM_OK);
-    ck_assert_int_eq(mmt_kill_connection(local_port(mm)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(mm)), 0);
     ck_assert_int_eq(mm_run(mm), MM_EDISCONNECTED); /* returns by itself: no sleep, no stop */
     ck_assert(e.got_disconnected);
     ck_assert_int_eq(e.disconnected, 1);

@@ -852,15 +852,6 @@ END_TEST
 
 /* ---- the leader's connection closed by the broker ---- */
 
-static int
-local_port(mm_t *mm)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
 /* rabbitmqctl close_connection from a helper process, so that the loop runs on meanwhile
  * (a loop held for the second rabbitmqctl takes would make every peer look silent). */
 struct closer {
@@ -917,7 +908,7 @@ START_TEST(leader_whose_connection_is_closed_steps_down_and_stays_down)
     struct inst *o = &F.in[old];
     F.stepped_up = false;
     struct closer c = {0};
-    close_connection_async(&c, local_port(o->mm));
+    close_connection_async(&c, mmt_local_port(o->mm));
     MMT_WAIT(F.base, F.stepped_down, mmt_scale(WAIT_MS));
     ck_assert_int_eq(o->downs, 1);
     ck_assert(!mm_is_leader(o->mm));

@@ -114,15 +114,6 @@ count_routes(const mm_t *mm)
     return n;
 }
 
-static int
-local_port(mm_t *mm)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
 /* ---- the raw peer: binds and emits on x.pubSub as the protocol says ---- */
 
 static void
@@ -735,7 +726,7 @@ START_TEST(latency_is_measured_and_heartbeats_resume_after_a_reconnect)
     expect_heartbeats(&b, "after connect");
     int routes = count_routes(a);
     ck_assert_int_eq(routes, 2);
-    ck_assert_int_eq(mmt_kill_connection(local_port(a)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(a)), 0);
     MMT_WAIT(F.base, F.ev[0].seen[MM_EV_RECONNECTED], mmt_scale(WAIT_MS));
     expect_heartbeats(&b, "after a reconnect");
     ck_assert_int_eq(count_routes(a), routes);

@@ -50,15 +50,6 @@ teardown(void)
     mmt_base_free(F.base);
 }
 
-static int
-local_port(mm_t *mm)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
 static void
 on_echo(mm_msg_t *msg, void *ud)
 {
@@ -92,7 +83,7 @@ START_TEST(forced_close_reconnects_and_routes_answer_again)
     while (!got && mmt_wait(F.base, &got, 20))
         ;
     uint64_t t0 = mmt_now_ms();
-    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.a)), 0);
     MMT_WAIT(F.base, pending.done, mmt_scale(WAIT_MS));
     ck_assert_int_eq(pending.status, MM_EDISCONNECTED); /* at once, not at its 60 s timeout */
     ck_assert_uint_lt(mmt_now_ms() - t0, 5000);
@@ -115,7 +106,7 @@ START_TEST(the_handling_side_reconnects_and_consumes_again)
     mmt_handle(F.b, "echo", on_echo, NULL, 0);
     mmt_connect(F.b);
     mmt_connect(F.a);
-    ck_assert_int_eq(mmt_kill_connection(local_port(F.b)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.b)), 0);
     MMT_WAIT(F.base, F.bev.seen[MM_EV_RECONNECTED], mmt_scale(WAIT_MS));
     struct mmt_probe p = {0};
     ck_assert_int_eq(mm_request(F.a, F.service, "echo", NULL, 0, NULL, mmt_on_reply, &p, NULL),
@@ -163,7 +154,7 @@ START_TEST(tasks_sent_around_a_forced_close_are_all_confirmed_and_handled)
     so.on_sent = on_sent;
     for (int i = 0; i < N_TASKS; i++) {
         if (i == N_TASKS / 2)
-            ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+            ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.a)), 0);
         char body[8];
         size_t n = 0;
         body[n++] = (char) 0xcd; /* uint16 */
@@ -228,7 +219,7 @@ START_TEST(sends_while_reconnecting_wait_for_the_connection)
     ck_assert_int_eq(mm_listen(F.b, NULL, "news", on_news, &news, NULL, NULL), MM_OK);
     mmt_connect(F.b);
     mmt_connect(F.a);
-    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.a)), 0);
     MMT_WAIT(F.base, o.tried, mmt_scale(WAIT_MS));
     ck_assert_int_eq(o.req_rc, MM_OK);
     ck_assert_int_eq(o.task_rc, MM_OK);
@@ -266,7 +257,7 @@ START_TEST(requests_while_reconnecting_fail_fast_by_default)
     mmt_handle(F.b, "echo", on_echo, NULL, 0);
     mmt_connect(F.b);
     mmt_connect(F.a);
-    ck_assert_int_eq(mmt_kill_connection(local_port(F.a)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.a)), 0);
     MMT_WAIT(F.base, o.tried, mmt_scale(WAIT_MS));
     ck_assert_int_eq(o.fast_rc, MM_ENOTCONN);
     ck_assert(!o.probe.done);

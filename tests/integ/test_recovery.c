@@ -172,15 +172,6 @@ instance(const char *service, const mm_opts_t *opts, struct evclock *c)
     return mm;
 }
 
-static int
-local_port(mm_t *mm)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
 /* A body that is the msgpack uint16 `id`. */
 static size_t
 id_body(char *buf, int id)
@@ -879,7 +870,7 @@ START_TEST(server_connection_closed_by_the_broker_answers_again)
     ck_assert_int_eq(F.nheld, RPC_INFLIGHT); /* pending at the server, unacked */
     F.hold = false;
     uint64_t t0 = mmt_now_ms();
-    ck_assert_int_eq(mmt_kill_connection(local_port(F.b)), 0);
+    ck_assert_int_eq(mmt_kill_connection(mmt_local_port(F.b)), 0);
     send_requests(RPC_INFLIGHT); /* more while the server is down: they wait in the queue */
     MMT_WAIT(F.base, F.rpc_all_done, mmt_scale(RPC_TIMEOUT_MS));
     ck_assert_int_eq(F.rpc_ok, 2 * RPC_INFLIGHT); /* none lost, none timed out */

@@ -1,10 +1,14 @@
 /* Integration test fixtures: see mmt_fx.h. */
 #include "mmt_fx.h"
 
+#include <arpa/inet.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include "internal.h"
 #include "mmt.h"
 
 struct event_base *
@@ -124,4 +128,14 @@ mmt_is_str(const msgpack_object *o, const char *s)
 {
     return o != NULL && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
            memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+int
+mmt_local_port(mm_t *mm)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    ck_assert(mm_is_connected(mm));
+    ck_assert_int_eq(getsockname(amqp_get_sockfd(mm->conn), (struct sockaddr *) &a, &len), 0);
+    return ntohs(a.sin_port);
 }

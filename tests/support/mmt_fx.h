@@ -45,6 +45,9 @@ mm_route_t *mmt_handle(mm_t *mm, const char *route, mm_msg_fn fn, void *ud, uint
 /* mm_connect to $MM_TEST_URI, asserted (the failure names the instance's last error). */
 void mmt_connect(mm_t *mm);
 
+/* The local TCP port of the instance's connection (for mmt_kill_connection). */
+int mmt_local_port(mm_t *mm);
+
 /* ---- a requester's final answer ---- */
 
 /* Zero-initialise it ({0}); mmt_probe_free it at the end. */
