@@ -482,23 +482,13 @@ spawn(void)
 {
     ck_assert_int_lt(nkids, MAX_KIDS);
     const char *uri = mmt_uri();
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(p[0]);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(5);
-        child_main(uri, F.service, p[1]);
-    }
-    close(p[1]);
+    int fd = -1;
+    pid_t pid = mmt_fork_piped(&fd, false);
+    if (pid == 0)
+        child_main(uri, F.service, fd);
     struct kid *k = &kids[nkids++];
-    *k = (struct kid){.pid = pid, .fd = p[0]};
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
-    k->ev = event_new(F.base, p[0], EV_READ | EV_PERSIST, on_kid_pipe, k);
+    *k = (struct kid){.pid = pid, .fd = fd};
+    k->ev = event_new(F.base, fd, EV_READ | EV_PERSIST, on_kid_pipe, k);
     ck_assert_ptr_nonnull(k->ev);
     event_add(k->ev, NULL);
     return k;

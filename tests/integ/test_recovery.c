@@ -424,27 +424,16 @@ static struct kid *
 fork_kid(bool restarter, int *fd)
 {
     ck_assert_int_lt(F.nkids, MAX_KIDS);
-    int p[2];
-    ck_assert_int_eq(pipe(p), 0);
-    pid_t parent = getpid();
-    fflush(stdout);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    int rfd = -1;
+    pid_t pid = mmt_fork_piped(&rfd, restarter);
     if (pid == 0) {
-        close(p[0]);
-        if (!restarter)
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(5);
-        *fd = p[1];
+        *fd = rfd;
         return NULL;
     }
-    close(p[1]);
     struct kid *k = &F.kids[F.nkids++];
-    *k = (struct kid){.pid = pid, .fd = p[0], .restarter = restarter};
+    *k = (struct kid){.pid = pid, .fd = rfd, .restarter = restarter};
     update_flags();
-    fcntl(p[0], F_SETFL, O_NONBLOCK);
-    k->ev = event_new(F.base, p[0], EV_READ | EV_PERSIST, on_pipe, k);
+    k->ev = event_new(F.base, rfd, EV_READ | EV_PERSIST, on_pipe, k);
     ck_assert_ptr_nonnull(k->ev);
     event_add(k->ev, NULL);
     return k;

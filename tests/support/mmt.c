@@ -2,9 +2,12 @@
 #include "mmt.h"
 
 #include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -117,4 +120,28 @@ mmt_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int
+mmt_fork_piped(int *ret_fd, bool survive_parent)
+{
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    pid_t parent = getpid();
+    fflush(stdout);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(p[0]);
+        if (!survive_parent)
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(5); /* the parent died before the line above */
+        *ret_fd = p[1];
+        return 0;
+    }
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    *ret_fd = p[0];
+    return (int) pid;
 }

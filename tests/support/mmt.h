@@ -30,6 +30,12 @@ int mmt_ctl(const char *args);
 /* Force-close, from the broker side, the connection whose local TCP port is `port`. */
 int mmt_kill_connection(int local_port);
 
+/* Fork a child with a pipe back to the parent (stdout flushed first). In the child:
+ * returns 0 and *ret_fd is the write end; the child dies with the parent
+ * (PR_SET_PDEATHSIG) unless `survive_parent`. In the parent: returns the child's
+ * pid and *ret_fd is the read end, non-blocking. */
+int mmt_fork_piped(int *ret_fd, bool survive_parent);
+
 /* The timeout multiplier for slow builds (sanitizers): $CK_TIMEOUT_MULTIPLIER, default 1. */
 int mmt_scale(int ms);
 
