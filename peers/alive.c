@@ -17,6 +17,7 @@
 #endif
 
 #include "election.h"
+#include "outbox.h"
 #include "peers_int.h"
 #include "publish.h"
 
@@ -59,8 +60,10 @@ mmi_peers_send_since(mm_t *mm, const char *target, const char *route, const void
 {
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
-    if (mm->blocked) /* it would wait in the buffer and arrive stale */
-        return mmi_fail(mm, MM_EBLOCKED, "publishing blocked by the broker");
+    /* Never buffered (blocked, or user sends waiting): a status is worth sending
+     * only now, and it must not count in mm_unconfirmed(). */
+    if (mm->blocked || mmi_outbox_would_wait(mm, 0))
+        return mmi_fail(mm, MM_EBLOCKED, "publishing blocked or sends waiting: not sent");
     char key[MMI_TARGET_MAX + 64], err[160] = "";
     mmi_join(key, sizeof key, target, route);
     mmi_hdrs_t h;
