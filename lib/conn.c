@@ -255,6 +255,8 @@ mm_connect(mm_t *mm, const char *uri)
     if (rc != MM_OK)
         return rc;
     rc = mmi_routes_declare_all(mm);
+    if (rc == MM_OK)
+        rc = mmi_pub_prepare(mm);
     if (rc != MM_OK) {
         char why[MMI_ERRBUF];
         snprintf(why, sizeof why, "%s", mm->last_error);

@@ -305,6 +305,7 @@ int64_t mmi_wall_ms(void);
 
 /* ---- messaging hooks (lib/route.c, lib/request.c, lib/msg.c, lib/publish.c) ---- */
 int mmi_routes_declare_all(mm_t *mm); /* after connecting */
+int mmi_pub_prepare(mm_t *mm);        /* both publishing channels, after connecting */
 /* Figures of any queue (passive declare on a throwaway channel); MM_ENOENT when absent. */
 int mmi_queue_stat(mm_t *mm, const char *queue, mm_stat_t *ret);
 void mmi_routes_restore(mm_t *mm);         /* after reconnecting: failures retry with backoff */

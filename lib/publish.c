@@ -123,6 +123,20 @@ mmi_pub_channel(mm_t *mm, bool confirm, bool need_exchange, uint16_t *ret_ch)
     return MM_OK;
 }
 
+/* Both publishing channels, with x.pubSub, right after connecting: a publish
+ * then never needs a synchronous method, which matters when the broker blocks
+ * the connection (it stops reading us at our next publish, before we may have
+ * read its connection.blocked: a method sent then would wait for nothing). */
+int
+mmi_pub_prepare(mm_t *mm)
+{
+    uint16_t ch = 0;
+    int rc = mmi_pub_channel(mm, false, true, &ch);
+    if (rc == MM_OK)
+        rc = mmi_pub_channel(mm, true, true, &ch);
+    return rc;
+}
+
 static amqp_bytes_t
 str_bytes(const char *s)
 {

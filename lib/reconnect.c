@@ -47,6 +47,8 @@ restored(mm_t *mm)
     unsigned attempts = mm->rc_attempts;
     uint64_t took = mmi_now_ms() - mm->rc_since;
     mmi_routes_restore(mm);
+    if (mm->state == MMI_CONNECTED && mmi_pub_prepare(mm) != MM_OK)
+        mmi_log(mm, MM_LOG_INFO, "publishing channels not ready: %s", mm->last_error);
     if (mm->state == MMI_CONNECTED)
         mmi_requests_restore(mm);
     mmi_modules_up(mm);

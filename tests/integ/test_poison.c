@@ -343,7 +343,12 @@ given_back(uint32_t max, int expect)
     uint64_t t0 = mmt_now_ms();
     task(1);
     wait_dead(1);
-    ck_assert_int_eq(F.w.calls, expect);
+    ck_assert_msg(F.w.calls == expect,
+                  "%d calls (%d expected): [0] id %d redelivered %d deliveries %lld; [1] id %d "
+                  "redelivered %d deliveries %lld",
+                  F.w.calls, expect, F.w.seen[0].id, F.w.seen[0].redelivered,
+                  (long long) F.w.seen[0].deliveries, F.w.seen[1].id, F.w.seen[1].redelivered,
+                  (long long) F.w.seen[1].deliveries);
     for (int i = 0; i < expect; i++) {
         ck_assert_int_eq(F.w.seen[i].id, 1);
         ck_assert_int_eq(F.w.seen[i].deliveries, i == 0 ? -1 : i); /* the count travels */
@@ -739,9 +744,13 @@ START_TEST(crashing_worker_dead_lettered_after_the_limit_others_flow)
     waitpid(pid, NULL, 0);
     ck_assert_uint_eq(dead_count(), 1);
     ck_assert_uint_eq(q.messages, 0); /* the good ones were all acked */
-    ck_assert_int_eq(crashes, 5);
     struct dead d;
     dead_take(&d);
+    ck_assert_msg(crashes == 5,
+                  "%d crashes, dead-lettered with count %lld, deliveries %lld, reason '%s' "
+                  "text '%s' route '%s' queue '%s' ctype '%s' body %zu bytes",
+                  crashes, (long long) d.count, (long long) d.deliveries, d.reason, d.text, d.route,
+                  d.queue, d.ctype, d.body_len);
     assert_dead(&d, "redelivered", 5);
     assert_task_body(&d, CRASH_ID);
     printf("crashing worker: %d crashes, then dead-lettered in %llu ms; %d other tasks handled\n",
