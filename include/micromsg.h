@@ -154,17 +154,22 @@ typedef enum mm_event_type {
     MM_EV_LEADER = 12,      /* the service's leader changed: leader_id (NULL: none known) */
     MM_EV_STEP_UP = 13,     /* this instance became the leader */
     MM_EV_STEP_DOWN = 14,   /* this instance stopped being the leader (code says why) */
+    MM_EV_PRESSURE = 15,    /* QoS: pressure began (pressure, value, threshold) */
+    MM_EV_PRESSURE_RELEASED = 16, /* QoS: that pressure ended */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
 typedef struct mm_event {
     mm_event_type type;
-    int code;               /* MM_OK or an MM_E* code */
-    const char *text;       /* never NULL; detail, e.g. the broker's reply text */
-    uint16_t channel;       /* the channel concerned, 0 when none */
-    const char *route;      /* the route concerned (message events), else NULL */
-    const char *request_id; /* the message's idRequest (message events), else NULL */
-    const char *leader_id;  /* MM_EV_LEADER, MM_EV_STEP_UP: the leader's instance id */
+    int code;                 /* MM_OK or an MM_E* code */
+    const char *text;         /* never NULL; detail, e.g. the broker's reply text */
+    uint16_t channel;         /* the channel concerned, 0 when none */
+    const char *route;        /* the route concerned (message events), else NULL */
+    const char *request_id;   /* the message's idRequest (message events), else NULL */
+    const char *leader_id;    /* MM_EV_LEADER, MM_EV_STEP_UP: the leader's instance id */
+    unsigned pressure;        /* MM_EV_PRESSURE*: MM_PRESSURE_LAG, _MEM or _HARD */
+    int64_t value, threshold; /* MM_EV_PRESSURE*: measured lag (ms) or memory (bytes), and
+                                 the limit it is compared with */
 } mm_event_t;
 
 /** Event hook. May call any mm_* function, mm_free() included. */
@@ -206,6 +211,13 @@ typedef struct mm_opts {
     uint32_t heartbeat_ms;        /* peer.alive interval; 0: 10000 */
     uint32_t election_timeout_ms; /* no leader seen this long: try the lock; 0: 15000;
                                      must exceed heartbeat_ms (else MM_EINVAL) */
+
+    /* QoS (with MM_OPT_QOS); see "QoS" below */
+    uint32_t qos_interval_ms; /* sample interval; 0: 500 */
+    double qos_lag_threshold; /* lag that is pressure, as a fraction of the interval, in
+                                 (0, 1]; 0: 0.14 (70 ms of 500) */
+    uint32_t mem_soft_mb;     /* 0: 65 % of the cgroup memory limit, else of physical memory */
+    uint32_t mem_hard_mb;     /* 0: 80 % of it; not below the soft limit */
 } mm_opts_t;
 
 /** mm_opts_t.flags */
@@ -214,6 +226,7 @@ typedef struct mm_opts {
 #define MM_OPT_NO_CONFIRM_TASKS 4u /* do not wait for the broker's confirm of tasks */
 #define MM_OPT_NO_PEERS 16u        /* no heartbeats, invisible to status (short-lived clients) */
 #define MM_OPT_NO_ELECTION 32u     /* never take part in the election (implied by NO_PEERS) */
+#define MM_OPT_QOS 64u             /* adapt the routes' prefetch to loop lag and memory */
 #define MM_OPT_OFFLINE_WAIT                                                                        \
     8u /* mm_request() while disconnected waits for the                                            \
           reconnect (within its timeout) instead of MM_ENOTCONN */
@@ -538,8 +551,9 @@ typedef struct mm_route mm_route_t;
 
 /** Options of mm_handle() and mm_listen(). Declare with MM_ROUTE_OPTS_INIT. */
 typedef struct mm_route_opts {
-    size_t size;       /* set by MM_ROUTE_OPTS_INIT */
-    uint16_t prefetch; /* messages in flight on this route; 0: 64 */
+    size_t size;           /* set by MM_ROUTE_OPTS_INIT */
+    uint16_t prefetch;     /* messages in flight on this route; 0: 64 */
+    uint16_t max_parallel; /* a fixed prefetch QoS never changes; 0: QoS adapts it */
 } mm_route_opts_t;
 
 /* clang-format off */
@@ -943,6 +957,46 @@ MM_EXPORT int mm_wait_service(mm_t *mm, const char *service, unsigned flags, int
  * before the first measurement, and always with MM_OPT_NO_PEERS.
  */
 MM_EXPORT double mm_broker_latency_ms(const mm_t *mm);
+
+/* ---- QoS ------------------------------------------------------------------
+ *
+ * With MM_OPT_QOS the instance samples, every qos_interval_ms, how late its
+ * loop is and its resident memory, and sets the prefetch of the routes
+ * subject to quota (handled routes and user event listeners, not the
+ * internal ones, not the reply queue, not those with max_parallel): under
+ * loop lag it pauses them (consumers cancelled: nothing more arrives), then
+ * resumes at half the level it had; over the soft memory limit it halves
+ * the level; at the hard limit it stops receiving until memory is back
+ * under the soft limit. Calm and saturated, it grows: doubling until the
+ * first pressure, additively after. MM_EV_PRESSURE and
+ * MM_EV_PRESSURE_RELEASED are raised once per transition. Messages already
+ * delivered are never given back: the level applies to what comes next.
+ */
+
+#define MM_PRESSURE_LAG 1u  /* the loop is late */
+#define MM_PRESSURE_MEM 2u  /* memory over the soft limit */
+#define MM_PRESSURE_HARD 4u /* memory reached the hard limit */
+
+/** What QoS sees and decided. */
+typedef struct mm_qos_state {
+    int enabled;
+    uint32_t level;    /* parallelism shared among the routes subject to quota; 0: paused */
+    unsigned pressure; /* MM_PRESSURE_* now */
+    int64_t lag_ms;    /* last sample */
+    uint64_t rss;      /* last sample, bytes */
+    uint64_t mem_soft, mem_hard; /* the limits in use, bytes */
+} mm_qos_state_t;
+
+/** The QoS state. @return MM_OK, MM_EINVAL. */
+MM_EXPORT int mm_qos_state(const mm_t *mm, mm_qos_state_t *ret_state);
+
+/**
+ * Set the prefetch of every route subject to quota (not those with
+ * max_parallel) to `n` (>= 1), now and for routes declared later.
+ * @return MM_OK; MM_ESTATE when QoS decides the prefetch (MM_OPT_QOS);
+ *         MM_EINVAL for 0; the broker's error.
+ */
+MM_EXPORT int mm_set_max_parallelism(mm_t *mm, uint16_t n);
 
 #ifdef __cplusplus
 }

@@ -248,6 +248,7 @@ deliver(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, mmi
 void
 mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
 {
+    r->delivered++;
     char err[MMI_ERRBUF] = "";
     mm_msg_t *msg = NULL;
     mmi_mms_t mms;

@@ -24,6 +24,7 @@ struct mmi_pending_event;
 struct mmi_probe;
 struct mmi_peers;
 struct mmi_election;
+struct mmi_qos;
 struct mmi_req;
 struct mmi_reqs;
 
@@ -87,6 +88,9 @@ struct mmi_opts {
     uint32_t close_timeout_ms;
     uint32_t heartbeat_ms;
     uint32_t election_timeout_ms;
+    uint32_t qos_interval_ms;
+    double qos_lag_threshold;
+    uint64_t mem_soft, mem_hard; /* bytes; 0: derived by qos/ */
 };
 
 /* A module beside the core (peers/, election/, qos/): what the core tells it. */
@@ -134,7 +138,9 @@ struct mm {
     int nmodules;
     struct mmi_peers *peers;
     struct mmi_election *election;
-    uint64_t started_ms; /* monotonic, at mm_new */
+    struct mmi_qos *qos;
+    uint16_t fixed_prefetch; /* mm_set_max_parallelism (QoS off); 0: each route's own */
+    uint64_t started_ms;     /* monotonic, at mm_new */
     int64_t started_wall_ms;
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
@@ -216,6 +222,9 @@ void mmi_msg_event(mm_t *mm, mm_event_type type, int code, const char *route,
     __attribute__((format(printf, 6, 7)));
 void mmi_leader_event(mm_t *mm, mm_event_type type, int code, const char *leader_id,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void mmi_pressure_event(mm_t *mm, mm_event_type type, unsigned pressure, int64_t value,
+                        int64_t threshold, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 void mmi_deferred_kick(mm_t *mm);
 void mmi_events_flush(mm_t *mm);
 void mmi_events_drop(mm_t *mm);
@@ -308,8 +317,14 @@ int mmi_routes_declare_all(mm_t *mm); /* after connecting */
 int mmi_pub_prepare(mm_t *mm);        /* both publishing channels, after connecting */
 /* Figures of any queue (passive declare on a throwaway channel); MM_ENOENT when absent. */
 int mmi_queue_stat(mm_t *mm, const char *queue, mm_stat_t *ret);
-void mmi_routes_restore(mm_t *mm);         /* after reconnecting: failures retry with backoff */
-void mmi_routes_cancel(mm_t *mm);          /* stop every consumer (mm_close's drain) */
+void mmi_routes_restore(mm_t *mm); /* after reconnecting: failures retry with backoff */
+void mmi_routes_cancel(mm_t *mm);  /* stop every consumer (mm_close's drain) */
+/* QoS: the routes subject to quota (user routes without max_parallel), their
+ * deliveries so far, and their prefetch (0: consumer cancelled). */
+struct mm_route *mmi_route_next_adaptive(mm_t *mm, struct mm_route *after);
+uint64_t mmi_route_delivered(const struct mm_route *r);
+uint16_t mmi_route_prefetch(const struct mm_route *r);
+int mmi_route_set_prefetch(mm_t *mm, struct mm_route *r, uint16_t n);
 void mmi_requests_restore(mm_t *mm);       /* after reconnecting: the reply queue if needed */
 size_t mmi_msgs_unsettled(const mm_t *mm); /* requests and tasks held, not settled */
 void mmi_routes_free(mm_t *mm);

@@ -14,6 +14,7 @@
 #include "internal.h"
 #include "outbox.h"
 #include "peers.h"
+#include "qos.h"
 
 struct mmi_pending_event {
     struct mmi_pending_event *next;
@@ -21,6 +22,8 @@ struct mmi_pending_event {
     int code;
     uint16_t channel;
     char *route, *request_id, *leader_id; /* point into text[] after the text, or NULL */
+    unsigned pressure;
+    int64_t value, threshold;
     char text[];
 };
 
@@ -57,6 +60,24 @@ stderr_log(int level, const char *text, void *ud)
     fprintf(stderr, "micromsg[%s] %s: %s\n", (const char *) ud, name, text);
 }
 
+/* QoS options: defaults and the checks of their ranges. */
+static int
+qos_opts(mm_t *mm, const mm_opts_t *o)
+{
+    double t = o->qos_lag_threshold;
+    mm->opts.qos_interval_ms = o->qos_interval_ms ? o->qos_interval_ms : 500;
+    mm->opts.qos_lag_threshold = t != 0 ? t : 0.14;
+    mm->opts.mem_soft = (uint64_t) o->mem_soft_mb << 20;
+    mm->opts.mem_hard = (uint64_t) o->mem_hard_mb << 20;
+    if (!(t >= 0 && t <= 1)) /* also NaN */
+        return mmi_fail(mm, MM_EINVAL,
+                        "qos_lag_threshold %g: a fraction of the sample interval in (0, 1]", t);
+    if (o->mem_soft_mb && o->mem_hard_mb && o->mem_soft_mb > o->mem_hard_mb)
+        return mmi_fail(mm, MM_EINVAL, "mem_soft_mb %u is above mem_hard_mb %u", o->mem_soft_mb,
+                        o->mem_hard_mb);
+    return MM_OK;
+}
+
 static int
 copy_opts(mm_t *mm, const mm_opts_t *src)
 {
@@ -90,6 +111,9 @@ copy_opts(mm_t *mm, const mm_opts_t *src)
         .heartbeat_ms = o.heartbeat_ms ? o.heartbeat_ms : 10000,
         .election_timeout_ms = o.election_timeout_ms ? o.election_timeout_ms : 15000,
     };
+    int rc = qos_opts(mm, &o);
+    if (rc != MM_OK)
+        return rc;
     if (mm->opts.election_timeout_ms <= mm->opts.heartbeat_ms)
         return mmi_fail(mm, MM_EINVAL,
                         "election_timeout_ms %u must exceed heartbeat_ms %u (a leader would be "
@@ -138,6 +162,8 @@ setup_loop(mm_t *mm)
 static int
 attach_modules(mm_t *mm)
 {
+    if ((mm->opts.flags & MM_OPT_QOS) && mmi_qos_attach(mm) != MM_OK)
+        return MM_ENOMEM;
     if (mm->opts.flags & MM_OPT_NO_PEERS)
         return MM_OK;
     int rc = mmi_peers_attach(mm);
@@ -236,8 +262,10 @@ event_name(mm_event_type t)
         [MM_EV_LEADER] = "leader",
         [MM_EV_STEP_UP] = "stepped up",
         [MM_EV_STEP_DOWN] = "stepped down",
+        [MM_EV_PRESSURE] = "pressure",
+        [MM_EV_PRESSURE_RELEASED] = "pressure released",
     };
-    return t > 0 && t <= MM_EV_STEP_DOWN ? names[t] : "event";
+    return t > 0 && t <= MM_EV_PRESSURE_RELEASED ? names[t] : "event";
 }
 
 /* Copy `src` (may be NULL) to *at and return where it went. */
@@ -319,6 +347,20 @@ mmi_leader_event(mm_t *mm, mm_event_type type, int code, const char *leader_id, 
 }
 
 void
+mmi_pressure_event(mm_t *mm, mm_event_type type, unsigned pressure, int64_t value,
+                   int64_t threshold, const char *fmt, ...)
+{
+    char text[MMI_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    struct mmi_pending_event proto = {
+        .type = type, .pressure = pressure, .value = value, .threshold = threshold};
+    event_queue(mm, &proto, text);
+}
+
+void
 mmi_deferred_kick(mm_t *mm)
 {
     if (mm->ev_deferred != NULL)
@@ -341,7 +383,10 @@ mmi_events_flush(mm_t *mm)
                              .channel = e->channel,
                              .route = e->route,
                              .request_id = e->request_id,
-                             .leader_id = e->leader_id};
+                             .leader_id = e->leader_id,
+                             .pressure = e->pressure,
+                             .value = e->value,
+                             .threshold = e->threshold};
             mm->opts.on_event(mm, &ev, mm->opts.event_ud);
         }
         free(e);

@@ -151,8 +151,8 @@ route_declare(mm_t *mm, struct mm_route *r)
     if (rc == MM_OK)
         rc = declare_queue(mm, r);
     if (rc == MM_OK && !r->no_ack)
-        rc = mmi_basic_qos(mm, r->ch, r->prefetch);
-    if (rc == MM_OK)
+        rc = mmi_basic_qos(mm, r->ch, mmi_route_prefetch(r) ? mmi_route_prefetch(r) : 1);
+    if (rc == MM_OK && !r->qos_paused)
         rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
                                sizeof r->ctag);
     if (rc != MM_OK && r->ch != 0) {
@@ -294,6 +294,14 @@ route_add(mm_t *mm, mmi_route_type type, const char *target, const char *name, m
     r->fn = fn;
     r->ud = ud;
     r->prefetch = opts && opts->prefetch ? opts->prefetch : MMI_DEFAULT_PREFETCH;
+    if (opts != NULL && opts->size >= offsetof(mm_route_opts_t, max_parallel) + sizeof(uint16_t))
+        r->max_parallel = opts->max_parallel;
+    if (r->max_parallel != 0)
+        r->prefetch = r->max_parallel;
+    else if (mm->fixed_prefetch != 0) {
+        r->level = mm->fixed_prefetch;
+        r->qos_set = true;
+    }
     r->no_ack = type == MMI_ROUTE_LISTEN && strncmp(target, "internal.", 9) == 0;
     if (mm->state == MMI_CONNECTED) {
         int rc = route_declare(mm, r);

@@ -22,8 +22,13 @@ struct mm_route {
     char *key; /* listen: the binding key <target>.<route> */
     mm_msg_fn fn;
     void *ud;
-    uint16_t prefetch;
-    bool no_ack; /* internal targets are consumed without acks (PROTOCOL.md 5) */
+    uint16_t prefetch;     /* what the route asked for */
+    uint16_t max_parallel; /* fixed: QoS leaves it alone */
+    uint16_t level;        /* the prefetch in force when QoS or mm_set_max_parallelism set it;
+                              0 with qos_paused: consumer cancelled */
+    bool qos_set, qos_paused;
+    uint64_t delivered; /* deliveries dispatched (QoS saturation) */
+    bool no_ack;        /* internal targets are consumed without acks (PROTOCOL.md 5) */
     uint16_t ch;
     char ctag[128];
     bool linked;         /* in mm->routes: a lost channel is restored */

@@ -32,18 +32,18 @@ typedef struct mmi_qos_limits {
 } mmi_qos_limits_t;
 
 typedef struct mmi_qos_sample {
-    int64_t lag_ms;  /* how late the sample timer fired */
-    uint64_t rss;    /* resident memory, bytes */
-    bool saturated;  /* some adaptive route had its whole prefetch in flight */
+    int64_t lag_ms; /* how late the sample timer fired */
+    uint64_t rss;   /* resident memory, bytes */
+    bool saturated; /* some adaptive route had its whole prefetch in flight */
 } mmi_qos_sample_t;
 
 typedef struct mmi_qos_ctl {
     mmi_qos_limits_t lim;
-    uint32_t level;      /* parallelism now; 0: paused */
-    uint32_t before;     /* the level when the current pressure began */
-    unsigned pressure;   /* MMI_QOS_* now */
-    bool seen_pressure;  /* growth is additive from the first pressure on */
-    uint32_t calm;       /* samples without pressure in a row */
+    uint32_t level;     /* parallelism now; 0: paused */
+    uint32_t before;    /* the level when the current pressure began */
+    unsigned pressure;  /* MMI_QOS_* now */
+    bool seen_pressure; /* growth is additive from the first pressure on */
+    uint32_t calm;      /* samples without pressure in a row */
 } mmi_qos_ctl_t;
 
 void mmi_qos_init(mmi_qos_ctl_t *c, const mmi_qos_limits_t *lim, uint32_t start);

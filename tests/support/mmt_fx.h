@@ -20,7 +20,7 @@ void mmt_base_free(struct event_base *base);
 
 /* ---- instance events ---- */
 
-#define MMT_EV_TYPES 16
+#define MMT_EV_TYPES 24
 
 /* Instance events counted by type, the last one of each type kept. */
 struct mmt_evlog {

@@ -281,6 +281,38 @@ START_TEST(reliability_and_election_options)
 }
 END_TEST
 
+START_TEST(qos_options_out_of_range_are_refused)
+{
+    double bad[] = {-0.1, 1.5, 0.0 / 0.0};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        mm_opts_t o = MM_OPTS_INIT;
+        o.qos_lag_threshold = bad[i];
+        mm_t *mm = mm_new("svc", &o);
+        ck_assert_int_eq(mm_last_code(mm), MM_EINVAL);
+        ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "qos_lag_threshold"));
+        mm_free(mm);
+    }
+    mm_opts_t o = MM_OPTS_INIT;
+    o.mem_soft_mb = 200;
+    o.mem_hard_mb = 100;
+    mm_t *mm = mm_new("svc", &o);
+    ck_assert_int_eq(mm_last_code(mm), MM_EINVAL);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "mem_soft_mb"));
+    mm_free(mm);
+    o.mem_hard_mb = 300;
+    o.qos_lag_threshold = 1.0; /* the whole interval: allowed */
+    o.flags = MM_OPT_QOS;
+    mm = mm_new("svc", &o);
+    ck_assert_int_eq(mm_last_code(mm), MM_OK);
+    mm_qos_state_t st;
+    ck_assert_int_eq(mm_qos_state(mm, &st), MM_OK);
+    ck_assert(st.enabled);
+    ck_assert_uint_eq(st.mem_soft, 200u << 20);
+    ck_assert_uint_eq(st.mem_hard, 300u << 20);
+    mm_free(mm);
+}
+END_TEST
+
 START_TEST(free_null_is_a_noop)
 {
     mm_free(NULL);
@@ -310,6 +342,7 @@ main(void)
     tcase_add_test(tc, default_retry_backs_off_within_the_budget);
     tcase_add_test(tc, default_retry_without_a_budget_never_stops);
     tcase_add_test(tc, reliability_and_election_options);
+    tcase_add_test(tc, qos_options_out_of_range_are_refused);
     tcase_add_test(tc, free_null_is_a_noop);
     suite_add_tcase(s, tc);
     return mmt_run(s);

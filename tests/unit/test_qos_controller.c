@@ -126,11 +126,11 @@ START_TEST(byte_budget_pauses_and_resumes_below_seventy_percent)
     mmi_qos_bytes_t b = {.budget = 1000};
     ck_assert(mmi_qos_bytes_admit(&b, 600));
     ck_assert(mmi_qos_bytes_admit(&b, 400)); /* exactly the budget */
-    ck_assert(!mmi_qos_bytes_admit(&b, 1)); /* beyond: given back, paused */
+    ck_assert(!mmi_qos_bytes_admit(&b, 1));  /* beyond: given back, paused */
     ck_assert(b.paused);
     ck_assert(!mmi_qos_bytes_done(&b, 200)); /* 800 in flight: not below 70 % */
-    ck_assert(!mmi_qos_bytes_admit(&b, 1)); /* still paused */
-    ck_assert(mmi_qos_bytes_done(&b, 200)); /* 600 < 700: resume */
+    ck_assert(!mmi_qos_bytes_admit(&b, 1));  /* still paused */
+    ck_assert(mmi_qos_bytes_done(&b, 200));  /* 600 < 700: resume */
     ck_assert(!b.paused);
     ck_assert_uint_le(b.in_flight, b.budget);
     mmi_qos_bytes_done(&b, 600);
