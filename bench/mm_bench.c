@@ -34,10 +34,14 @@ die(mm_t *mm, const char *what)
     exit(1);
 }
 
+static unsigned opt_flags; /* -q: MM_OPT_QOS on every instance (only consumers feel it) */
+
 static mm_t *
 start(const char *service)
 {
-    mm_t *mm = mm_new(service, NULL);
+    mm_opts_t o = MM_OPTS_INIT;
+    o.flags = opt_flags;
+    mm_t *mm = mm_new(service, &o);
     if (mm == NULL)
         die(NULL, "mm_new");
     return mm;
@@ -242,8 +246,10 @@ main(int argc, char **argv)
     int64_t timeout_ms = 0;
     const char *mode = argc > 1 ? argv[1] : "";
     optind = 2;
-    while ((opt = getopt(argc, argv, "w:N:t:")) != -1) {
-        if (opt == 't')
+    while ((opt = getopt(argc, argv, "w:N:t:q")) != -1) {
+        if (opt == 'q')
+            opt_flags |= MM_OPT_QOS;
+        else if (opt == 't')
             timeout_ms = atoll(optarg);
         else if (opt == 'w')
             window = atoi(optarg);
@@ -256,7 +262,7 @@ main(int argc, char **argv)
         return bench_rpc(n, window, timeout_ms);
     if (strcmp(mode, "events") == 0 && n > 0)
         return bench_events(n);
-    fprintf(stderr, "usage: mm_bench rpc [-w in_flight] [-N requests] [-t timeout_ms] | "
-                    "events [-N events]\n");
+    fprintf(stderr, "usage: mm_bench rpc [-w in_flight] [-N requests] [-t timeout_ms] [-q] | "
+                    "events [-N events] [-q]   (-q: QoS on)\n");
     return 64;
 }

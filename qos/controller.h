@@ -7,9 +7,7 @@
  * starts at 1 and grows by 10 per sample; this one doubles while no
  * pressure was ever seen (full speed in a few samples) and grows additively
  * after the first pressure.
- *
- * Not wired into the instance yet (issue 7 in progress): this is its
- * decision core.
+ * qos/qos.c feeds it and applies its level.
  */
 #ifndef MM_QOS_CONTROLLER_H
 #define MM_QOS_CONTROLLER_H

@@ -42,8 +42,9 @@ raise_events(mm_t *mm, struct mmi_qos *q, unsigned kinds, bool started)
             continue;
         bool lag = k == MMI_QOS_LAG;
         int64_t value = lag ? q->lag_ms : (int64_t) q->rss;
-        int64_t limit = lag ? (int64_t) q->ctl.lim.lag_ms
-                            : (int64_t) (k == MMI_QOS_HARD ? q->ctl.lim.mem_hard : q->ctl.lim.mem_soft);
+        int64_t limit =
+            lag ? (int64_t) q->ctl.lim.lag_ms
+                : (int64_t) (k == MMI_QOS_HARD ? q->ctl.lim.mem_hard : q->ctl.lim.mem_soft);
         mmi_pressure_event(mm, started ? MM_EV_PRESSURE : MM_EV_PRESSURE_RELEASED, k, value, limit,
                            "%s %s: %lld %s (limit %lld)", kind_name(k),
                            started ? "pressure" : "pressure released", (long long) value,
@@ -79,8 +80,7 @@ apply(mm_t *mm, uint32_t level, size_t n)
         if (mmi_route_prefetch(r) == shares[i] && (shares[i] != 0) == (mmi_route_prefetch(r) != 0))
             continue;
         if (mmi_route_set_prefetch(mm, r, shares[i]) != MM_OK)
-            mmi_log(mm, MM_LOG_INFO, "qos: prefetch %u not applied: %s", shares[i],
-                    mm->last_error);
+            mmi_log(mm, MM_LOG_INFO, "qos: prefetch %u not applied: %s", shares[i], mm->last_error);
     }
 }
 
@@ -166,7 +166,7 @@ mmi_qos_attach(mm_t *mm)
     q->mm = mm;
     mmi_qos_limits_t lim;
     limits(mm, &lim);
-    mmi_qos_init(&q->ctl, &lim, 16);
+    mmi_qos_init(&q->ctl, &lim, 64); /* the default prefetch: no slower than without QoS */
     mmi_hooks_t h = {.up = up, .down = down, .destroy = destroy, .state = q};
     int rc = mmi_module_add(mm, &h);
     if (rc != MM_OK) {
