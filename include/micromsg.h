@@ -551,9 +551,12 @@ typedef struct mm_route mm_route_t;
 
 /** Options of mm_handle() and mm_listen(). Declare with MM_ROUTE_OPTS_INIT. */
 typedef struct mm_route_opts {
-    size_t size;           /* set by MM_ROUTE_OPTS_INIT */
-    uint16_t prefetch;     /* messages in flight on this route; 0: 64 */
-    uint16_t max_parallel; /* a fixed prefetch QoS never changes; 0: QoS adapts it */
+    size_t size;                 /* set by MM_ROUTE_OPTS_INIT */
+    uint16_t prefetch;           /* messages in flight on this route; 0: 64 */
+    uint16_t max_parallel;       /* a fixed prefetch QoS never changes; 0: QoS adapts it */
+    uint64_t max_parallel_bytes; /* body bytes in flight at most: a message beyond goes back to
+                                    the queue (not counted as a failed delivery) and the route
+                                    pauses until in flight falls below 70 %; 0: no budget */
 } mm_route_opts_t;
 
 /* clang-format off */

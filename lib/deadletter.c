@@ -336,6 +336,7 @@ mmi_dl_count(mm_msg_t *msg, uint32_t failed)
         return rc;
     }
     msg->acked = true; /* by the verdict, once the copy is confirmed */
+    mmi_route_bytes_release(mm, msg);
     return MM_OK;
 }
 
@@ -430,6 +431,7 @@ mmi_dl_settle(mm_msg_t *msg, const char *reason, int code, const char *text)
                                        : mmi_fail(mm, MM_ENOMEM, "the delivery was not kept");
     if (rc == MM_OK) {
         msg->acked = msg->nacked = true; /* acked by the verdict once confirmed */
+        mmi_route_bytes_release(mm, msg);
         return MM_OK;
     }
     mmi_msg_event(mm, MM_EV_ERROR, rc, msg->route, msg->request_id[0] ? msg->request_id : NULL,

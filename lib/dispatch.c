@@ -257,7 +257,7 @@ mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
         bad_input(mm, r, c, msg, rc, err);
     else if (!route_matches(r, msg))
         unhandled(mm, r, msg);
-    else if (!poisoned(mm, r, c, msg))
+    else if (!poisoned(mm, r, c, msg) && mmi_route_bytes_take(mm, r, msg))
         deliver(mm, r, c, msg, &mms);
     if (msg != NULL)
         msg->wire = NULL; /* the delivery's memory ends here; mm_msg_ref kept a copy */

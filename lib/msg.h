@@ -52,6 +52,7 @@ struct mm_msg {
     mmi_buf_t own;
     size_t wire_size;
     bool redelivered;
+    bool budgeted; /* counted in its route's byte budget until settled */
 
     /* the delivery, for a dead-letter (lib/deadletter.c): `wire` only during the
      * dispatch, `kept` a copy made by mm_msg_ref of a request or task */

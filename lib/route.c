@@ -152,6 +152,8 @@ route_declare(mm_t *mm, struct mm_route *r)
         rc = declare_queue(mm, r);
     if (rc == MM_OK && !r->no_ack)
         rc = mmi_basic_qos(mm, r->ch, mmi_route_prefetch(r) ? mmi_route_prefetch(r) : 1);
+    r->bytes.in_flight = 0; /* what the old channel held goes back to the queue */
+    r->bytes.paused = r->bytes_paused = false;
     if (rc == MM_OK && !r->qos_paused)
         rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
                                sizeof r->ctag);
@@ -296,6 +298,9 @@ route_add(mm_t *mm, mmi_route_type type, const char *target, const char *name, m
     r->prefetch = opts && opts->prefetch ? opts->prefetch : MMI_DEFAULT_PREFETCH;
     if (opts != NULL && opts->size >= offsetof(mm_route_opts_t, max_parallel) + sizeof(uint16_t))
         r->max_parallel = opts->max_parallel;
+    if (opts != NULL &&
+        opts->size >= offsetof(mm_route_opts_t, max_parallel_bytes) + sizeof(uint64_t))
+        r->bytes.budget = opts->max_parallel_bytes;
     if (r->max_parallel != 0)
         r->prefetch = r->max_parallel;
     else if (mm->fixed_prefetch != 0) {

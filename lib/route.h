@@ -6,6 +6,7 @@
 #ifndef MM_ROUTE_H
 #define MM_ROUTE_H
 
+#include "controller.h"
 #include "internal.h"
 
 typedef enum { MMI_ROUTE_HANDLE, MMI_ROUTE_LISTEN } mmi_route_type;
@@ -27,6 +28,8 @@ struct mm_route {
     uint16_t level;        /* the prefetch in force when QoS or mm_set_max_parallelism set it;
                               0 with qos_paused: consumer cancelled */
     bool qos_set, qos_paused;
+    mmi_qos_bytes_t bytes; /* max_parallel_bytes */
+    bool bytes_paused;
     uint64_t delivered; /* deliveries dispatched (QoS saturation) */
     bool no_ack;        /* internal targets are consumed without acks (PROTOCOL.md 5) */
     uint16_t ch;
@@ -37,6 +40,12 @@ struct mm_route {
     uint32_t dl_gen;     /* ch's generation when q.deadLetter.<service> was declared
                             (lib/deadletter.c): again on a new channel */
 };
+
+/* lib/route_qos.c: the byte budget. A delivery of `msg` on `r`: true when taken
+ * (counted until settled), false when given back (the route pauses). */
+bool mmi_route_bytes_take(mm_t *mm, struct mm_route *r, struct mm_msg *msg);
+/* `msg` is settled: its bytes leave the budget; the route resumes below 70 %. */
+void mmi_route_bytes_release(mm_t *mm, struct mm_msg *msg);
 
 /* lib/dispatch.c: a delivery on a route's channel. */
 void mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c);

@@ -6,6 +6,8 @@
  */
 #include <string.h>
 
+#include "deadletter.h"
+#include "msg.h"
 #include "route.h"
 
 static bool
@@ -56,7 +58,7 @@ mmi_route_set_prefetch(mm_t *mm, struct mm_route *r, uint16_t n)
         return rc;
     }
     int rc = mmi_basic_qos(mm, r->ch, n);
-    if (rc == MM_OK && (was_paused || r->ctag[0] == '\0'))
+    if (rc == MM_OK && !r->bytes_paused && (was_paused || r->ctag[0] == '\0'))
         rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
                                sizeof r->ctag);
     return rc;
@@ -79,4 +81,54 @@ mm_set_max_parallelism(mm_t *mm, uint16_t n)
             rc = one;
     }
     return rc;
+}
+
+/* ---- the byte budget (max_parallel_bytes) ---- */
+
+static void
+consume_again(mm_t *mm, struct mm_route *r)
+{
+    if (mm->state != MMI_CONNECTED || r->ch == 0 || r->ctag[0] != '\0' || r->qos_paused ||
+        r->bytes_paused)
+        return;
+    if (mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
+                          sizeof r->ctag) != MM_OK)
+        mmi_log(mm, MM_LOG_INFO, "route '%s' not resumed: %s", r->name, mm->last_error);
+}
+
+bool
+mmi_route_bytes_take(mm_t *mm, struct mm_route *r, mm_msg_t *msg)
+{
+    if (r->bytes.budget == 0 || r->no_ack)
+        return true;
+    if (mmi_qos_bytes_admit(&r->bytes, msg->wire_size)) {
+        msg->budgeted = true;
+        return true;
+    }
+    /* Back to the queue as a copy with the same count: a nack would come back
+     * redelivered, which counts as a failed delivery (lib/deadletter.c). */
+    uint32_t count = mmi_dl_failed(msg) - 1;
+    if (mmi_dl_count(msg, count) != MM_OK)
+        mmi_msg_nack(msg, true); /* counted then, but never lost */
+    if (!r->bytes_paused && r->ctag[0] != '\0' && mmi_basic_cancel(mm, r->ch, r->ctag) == MM_OK)
+        r->ctag[0] = '\0';
+    r->bytes_paused = true;
+    return false;
+}
+
+void
+mmi_route_bytes_release(mm_t *mm, mm_msg_t *msg)
+{
+    if (!msg->budgeted)
+        return;
+    msg->budgeted = false;
+    for (struct mm_route *r = mm->routes; r != NULL; r = r->next) {
+        if (r->ch != msg->ch || mmi_chan_gen(mm, r->ch) != msg->gen)
+            continue;
+        if (mmi_qos_bytes_done(&r->bytes, msg->wire_size)) {
+            r->bytes_paused = false;
+            consume_again(mm, r);
+        }
+        return;
+    }
 }

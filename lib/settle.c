@@ -8,6 +8,7 @@
  */
 #include "deadletter.h"
 #include "msg.h"
+#include "route.h"
 
 /* The message can still be acted on: the instance lives and the kind fits. */
 static int
@@ -41,8 +42,10 @@ mmi_msg_ack(mm_msg_t *msg)
                         "the channel of route '%s' closed: the broker redelivers the message",
                         msg->route);
     int rc = mmi_basic_ack(mm, msg->ch, msg->tag, false);
-    if (rc == MM_OK)
+    if (rc == MM_OK) {
         msg->acked = true;
+        mmi_route_bytes_release(mm, msg);
+    }
     return rc;
 }
 
@@ -70,8 +73,10 @@ mmi_msg_nack(mm_msg_t *msg, bool requeue)
         return rc;
     mm_t *mm = msg->mm;
     rc = mmi_basic_nack(mm, msg->ch, msg->tag, false, requeue);
-    if (rc == MM_OK)
+    if (rc == MM_OK) {
         msg->acked = msg->nacked = true;
+        mmi_route_bytes_release(mm, msg);
+    }
     return rc;
 }
 

@@ -230,6 +230,65 @@ START_TEST(set_max_parallelism_is_refused_under_qos_and_applied_without)
 }
 END_TEST
 
+/* ---- the byte budget ---- */
+
+static size_t bytes_now, bytes_max;
+
+static void
+on_bytes_settle(evutil_socket_t fd, short what, void *arg)
+{
+    mm_msg_t *msg = arg;
+    (void) fd;
+    (void) what;
+    bytes_now -= mm_msg_size(msg);
+    ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+    mm_msg_unref(msg);
+    F.all = ++F.handled >= F.want;
+}
+
+static void
+on_bytes(mm_msg_t *msg, void *ud)
+{
+    (void) ud;
+    bytes_now += mm_msg_size(msg);
+    if (bytes_now > bytes_max)
+        bytes_max = bytes_now;
+    struct timeval tv = {0, 10000};
+    ck_assert_int_eq(event_base_once(F.base, -1, EV_TIMEOUT, on_bytes_settle, mm_msg_ref(msg), &tv),
+                     0);
+}
+
+/* Budget of 3 bodies: never more in flight; the ones given back are not
+ * counted as failed deliveries (max_redeliveries 1 would dead-letter them). */
+START_TEST(byte_budget_is_never_exceeded_and_give_backs_are_not_counted)
+{
+    mm_opts_t o = MM_OPTS_INIT;
+    o.max_redeliveries = 1;
+    F.worker = mmt_instance(F.base, F.service, &o, &F.wev);
+    char body[102];
+    body[0] = (char) 0xc4; /* bin 8 of 100 bytes */
+    body[1] = 100;
+    memset(body + 2, 'x', 100);
+    mm_route_opts_t ro = MM_ROUTE_OPTS_INIT;
+    ro.max_parallel_bytes = 3 * sizeof body;
+    ck_assert_int_eq(mm_handle(F.worker, "bytes", on_bytes, NULL, &ro, NULL), MM_OK);
+    mmt_connect(F.worker);
+    bytes_now = bytes_max = 0;
+    F.want = 30;
+    for (int i = 0; i < F.want; i++)
+        ck_assert_int_eq(mm_task(F.client, F.service, "bytes", body, sizeof body, NULL), MM_OK);
+    MMT_WAIT(F.base, F.all, mmt_scale(WAIT_MS));
+    ck_assert_uint_le(bytes_max, 3 * sizeof body);
+    ck_assert_uint_ge(bytes_max, 2 * sizeof body); /* the budget was used, not a prefetch of 1 */
+    ck_assert_int_eq(F.wev.count[MM_EV_DEADLETTER], 0);
+    mm_stat_t q;
+    ck_assert_int_eq(mm_queue_stat(F.client, F.service, "bytes", &q), MM_OK);
+    ck_assert_uint_eq(q.messages, 0);
+    printf("qos: byte budget of %zu bytes, at most %zu in flight over 30 tasks\n", 3 * sizeof body,
+           bytes_max);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -239,5 +298,6 @@ main(void)
     tcase_add_test(tc, memory_past_the_hard_limit_stops_consumption_until_freed);
     tcase_add_test(tc, max_parallel_one_is_never_exceeded_under_qos);
     tcase_add_test(tc, set_max_parallelism_is_refused_under_qos_and_applied_without);
+    tcase_add_test(tc, byte_budget_is_never_exceeded_and_give_backs_are_not_counted);
     return mmt_run(s);
 }
