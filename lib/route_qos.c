@@ -43,7 +43,6 @@ mmi_route_prefetch(const struct mm_route *r)
 int
 mmi_route_set_prefetch(mm_t *mm, struct mm_route *r, uint16_t n)
 {
-    bool was_paused = r->qos_paused;
     r->level = n;
     r->qos_set = true;
     r->qos_paused = n == 0;
@@ -57,8 +56,14 @@ mmi_route_set_prefetch(mm_t *mm, struct mm_route *r, uint16_t n)
             r->ctag[0] = '\0';
         return rc;
     }
-    int rc = mmi_basic_qos(mm, r->ch, n);
-    if (rc == MM_OK && !r->bytes_paused && (was_paused || r->ctag[0] == '\0'))
+    /* A per-consumer prefetch applies to consumers created after it: the running
+     * consumer is replaced (its unacked deliveries stay on the channel). */
+    int rc = MM_OK;
+    if (r->ctag[0] != '\0' && (rc = mmi_basic_cancel(mm, r->ch, r->ctag)) == MM_OK)
+        r->ctag[0] = '\0';
+    if (rc == MM_OK)
+        rc = mmi_basic_qos(mm, r->ch, n);
+    if (rc == MM_OK && !r->bytes_paused)
         rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
                                sizeof r->ctag);
     return rc;
