@@ -12,7 +12,6 @@
  * redrive, never lost. The call blocks, running the loop like
  * mm_request_sync, bounded by rpc_timeout_ms without progress.
  */
-#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,38 +207,27 @@ finished(const mm_t *mm, const redrive *rd)
     return (rd->empty || rd->seen >= rd->limit) && !rd->getting && rd->inflight == 0;
 }
 
-static void
-on_tick(evutil_socket_t fd, short what, void *arg)
+/* Finished, or no progress for rpc_timeout_ms (then rd->error says so). */
+static bool
+rd_done(mm_t *mm, void *ud)
 {
-    (void) fd;
-    (void) what;
-    (void) arg; /* only wakes the loop up to look at the deadline */
+    redrive *rd = ud;
+    if (finished(mm, rd))
+        return true;
+    if (mmi_now_ms() - rd->last_progress < mm->opts.rpc_timeout_ms)
+        return false;
+    rd->error =
+        mmi_fail(mm, MM_ETIMEDOUT, "redrive: no progress within %u ms", mm->opts.rpc_timeout_ms);
+    return true;
 }
 
-/* Run the loop until the redrive is finished, or no progress for rpc_timeout_ms. */
 static int
 rd_wait(mm_t *mm, redrive *rd)
 {
-    struct event *tick = evtimer_new(mm->base, on_tick, NULL);
-    if (tick == NULL)
-        return mmi_fail(mm, MM_ENOMEM, "out of memory");
-    int rc = MM_OK;
-    mm->syncing = true; /* mm_free in a callback: the loop breaks, we free it */
-    while (!finished(mm, rd)) {
-        uint64_t now = mmi_now_ms(), end = rd->last_progress + mm->opts.rpc_timeout_ms;
-        if (now >= end) {
-            rc = mmi_fail(mm, MM_ETIMEDOUT, "redrive: no progress within %u ms",
-                          mm->opts.rpc_timeout_ms);
-            break;
-        }
-        struct timeval tv = {(time_t) ((end - now) / 1000),
-                             (suseconds_t) ((end - now) % 1000) * 1000};
-        evtimer_add(tick, &tv);
-        event_base_loop(mm->base, EVLOOP_ONCE);
-    }
-    mm->syncing = false;
-    event_free(tick);
-    return rc != MM_OK ? rc : rd->error;
+    int rc = mmi_loop_until(mm, rd_done, rd, -1);
+    return rc == MM_ECLOSED ? MM_OK
+           : rc != MM_OK    ? rc
+                            : rd->error; /* ECLOSED: seen by the caller */
 }
 
 /* Figures, channel, first get: the redrive under way. */
@@ -276,16 +264,9 @@ rd_check(mm_t *mm)
     int rc = mmi_check_usable(mm);
     if (rc != MM_OK)
         return rc;
-    if (mm->cb_depth > 0 || mm->syncing)
-        return mmi_fail(mm, MM_ESTATE, "mm_deadletter_redrive cannot run inside a callback");
-    mm->syncing = true;
-    bool nested = event_base_loop(mm->base, EVLOOP_NONBLOCK) < 0;
-    mm->syncing = false;
-    if (mm->free_pending)
-        return MM_ECLOSED;
-    if (nested)
-        return mmi_fail(mm, MM_ESTATE,
-                        "mm_deadletter_redrive: the event_base's loop is already running");
+    rc = mmi_loop_usable(mm, "mm_deadletter_redrive");
+    if (rc != MM_OK)
+        return rc;
     if (mm->state != MMI_CONNECTED)
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
     return MM_OK;

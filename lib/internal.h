@@ -255,10 +255,15 @@ void mmi_probe_cancel(mm_t *mm);
 /* ---- graceful close (lib/drain.c) ---- */
 int mmi_drain(mm_t *mm); /* MM_ECLOSED: freed meanwhile. Stop consuming, wait for handlers and
                             confirms (bounded) */
-/* Run the loop until done(mm) (MM_OK), timeout_ms (< 0: none; MM_ETIMEDOUT), a
- * callback's mm_free (MM_ECLOSED: the caller destroys mm), or MM_ESTATE when
+/* ---- blocking calls that run the loop (lib/wait.c) ---- */
+/* MM_OK when `what` may wait on the loop now; MM_ESTATE inside a callback or
+ * on a base whose loop runs already; MM_ECLOSED: freed meanwhile (the caller
+ * destroys mm). */
+int mmi_loop_usable(mm_t *mm, const char *what);
+/* Run the loop until done(mm, ud) (MM_OK), timeout_ms (< 0: none; MM_ETIMEDOUT),
+ * a callback's mm_free (MM_ECLOSED: the caller destroys mm), or MM_ESTATE when
  * called from a callback. */
-int mmi_loop_until(mm_t *mm, bool (*done)(const mm_t *), int64_t timeout_ms);
+int mmi_loop_until(mm_t *mm, bool (*done)(mm_t *, void *), void *ud, int64_t timeout_ms);
 
 /* ---- frame pump (lib/pump.c) ---- */
 int mmi_pump_start(mm_t *mm);

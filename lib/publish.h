@@ -31,9 +31,6 @@ int mmi_pub_send(mm_t *mm, const mmi_pub_t *p);
  * x.pubSub declared on it when `need_exchange`. */
 int mmi_pub_channel(mm_t *mm, bool confirm, bool need_exchange, uint16_t *ret_ch);
 
-/* Open both publishing channels now (after connecting). */
-int mmi_pub_prepare(mm_t *mm);
-
 #define MMI_PUBSUB "x.pubSub"
 
 #endif

@@ -739,6 +739,13 @@ sync_done(mm_msg_t *msg, void *ud)
     w->done = true;
 }
 
+static bool
+sync_answered(mm_t *mm, void *ud)
+{
+    (void) mm;
+    return ((const struct sync_wait *) ud)->done;
+}
+
 int
 mm_request_sync(mm_t *mm, const char *service, const char *route, const void *body, size_t len,
                 const mm_request_opts_t *opts, mm_msg_t **ret_reply)
@@ -746,23 +753,11 @@ mm_request_sync(mm_t *mm, const char *service, const char *route, const void *bo
     if (mm == NULL || ret_reply == NULL)
         return MM_EINVAL;
     *ret_reply = NULL;
-    if (mm->cb_depth > 0 || mm->syncing)
-        return mmi_fail(mm, MM_ESTATE,
-                        "mm_request_sync cannot run inside a callback of the "
-                        "instance (use mm_request)");
-    /* In a callback of another instance (or timer) on the same base, libevent refuses a
-     * nested loop (-1) and the wait below would spin forever: probe before sending. */
-    mm->syncing = true; /* a callback run by the probe cannot free mm under us */
-    bool nested = event_base_loop(mm->base, EVLOOP_NONBLOCK) < 0;
-    mm->syncing = false;
-    if (mm->free_pending) {
+    int rc = mmi_loop_usable(mm, "mm_request_sync (use mm_request)");
+    if (rc == MM_ECLOSED)
         mmi_instance_destroy(mm);
-        return MM_ECLOSED;
-    }
-    if (nested)
-        return mmi_fail(mm, MM_ESTATE,
-                        "mm_request_sync: the event_base's loop is already running "
-                        "(called from a callback; use mm_request)");
+    if (rc != MM_OK)
+        return rc;
     mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
     if (opts != NULL && opts->size < offsetof(mm_request_opts_t, request_id) + sizeof(char *))
         return mmi_fail(mm, MM_EINVAL, "request options not set up with MM_REQUEST_OPTS_INIT");
@@ -770,14 +765,10 @@ mm_request_sync(mm_t *mm, const char *service, const char *route, const void *bo
         memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
     o.flags &= ~MM_REQ_PARTS; /* one final answer, parts collected */
     struct sync_wait w = {0};
-    int rc = mm_request(mm, service, route, body, len, opts ? &o : NULL, sync_done, &w, NULL);
+    rc = mm_request(mm, service, route, body, len, opts ? &o : NULL, sync_done, &w, NULL);
     if (rc != MM_OK)
         return rc;
-    mm->syncing = true;
-    while (!w.done && !mm->free_pending)
-        event_base_loop(mm->base, EVLOOP_ONCE);
-    mm->syncing = false;
-    if (mm->free_pending)
+    if (mmi_loop_until(mm, sync_answered, &w, -1) == MM_ECLOSED)
         mmi_instance_destroy(mm); /* mm_free() in a callback: answers MM_ECLOSED */
     *ret_reply = w.final;
     return w.final ? mm_msg_status(w.final) : MM_ECLOSED;
