@@ -463,18 +463,23 @@ on_record(struct kid *k, const struct rec *r)
 }
 
 static void
+on_record_bytes(const void *rec, void *k)
+{
+    struct rec r;
+    memcpy(&r, rec, sizeof r);
+    on_record(k, &r);
+}
+
+static void
 on_kid_pipe(evutil_socket_t fd, short what, void *arg)
 {
     struct kid *k = arg;
     (void) what;
-    struct rec r;
-    ssize_t n;
-    while ((n = read(fd, &r, sizeof r)) == (ssize_t) sizeof r)
-        on_record(k, &r);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+    int end = mmt_read_records(fd, sizeof(struct rec), on_record_bytes, k);
+    if (end > 0)
         event_del(k->ev);
-    else if (n > 0)
-        k->errors++; /* records are written whole: a partial one is a bug */
+    else if (end < 0)
+        k->errors++;
 }
 
 static struct kid *

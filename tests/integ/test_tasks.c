@@ -199,19 +199,24 @@ on_record(struct child *k, int rec)
 }
 
 static void
+on_record_bytes(const void *rec, void *k)
+{
+    int v;
+    memcpy(&v, rec, sizeof v);
+    on_record(k, v);
+}
+
+static void
 on_pipe(evutil_socket_t fd, short what, void *arg)
 {
     struct child *k = arg;
     (void) what;
-    int rec;
-    ssize_t r;
-    while ((r = read(fd, &rec, sizeof rec)) == (ssize_t) sizeof rec)
-        on_record(k, rec);
-    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+    int end = mmt_read_records(fd, sizeof(int), on_record_bytes, k);
+    if (end > 0) {
         k->eof = true;
         event_del(k->ev);
-    } else if (r > 0) {
-        k->errors++; /* records are written whole: a partial one is a bug */
+    } else if (end < 0) {
+        k->errors++;
     }
     update_flags();
 }

@@ -1,6 +1,7 @@
 /* Test support: see mmt.h. */
 #include "mmt.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -144,4 +145,17 @@ mmt_fork_piped(int *ret_fd, bool survive_parent)
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     *ret_fd = p[0];
     return (int) pid;
+}
+
+int
+mmt_read_records(int fd, size_t size, void (*fn)(const void *rec, void *ud), void *ud)
+{
+    char rec[64];
+    ck_assert_uint_le(size, sizeof rec);
+    ssize_t n;
+    while ((n = read(fd, rec, size)) == (ssize_t) size)
+        fn(rec, ud);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        return 1;
+    return n > 0 ? -1 : 0;
 }

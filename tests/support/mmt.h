@@ -36,6 +36,11 @@ int mmt_kill_connection(int local_port);
  * pid and *ret_fd is the read end, non-blocking. */
 int mmt_fork_piped(int *ret_fd, bool survive_parent);
 
+/* Read whole records of `size` bytes (at most 64) from a child's non-blocking pipe,
+ * passing each to fn. Returns 1 at the end of the pipe (or an error), -1 after
+ * a partial record (they are written whole: a bug), 0 when it may say more. */
+int mmt_read_records(int fd, size_t size, void (*fn)(const void *rec, void *ud), void *ud);
+
 /* The timeout multiplier for slow builds (sanitizers): $CK_TIMEOUT_MULTIPLIER, default 1. */
 int mmt_scale(int ms);
 
