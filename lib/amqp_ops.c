@@ -120,6 +120,8 @@ mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req, amqp_method_n
         return mmi_fail(mm, MM_ENOTCONN, "not connected");
     if (!mmi_chan_is_open(mm, ch))
         return mmi_fail(mm, MM_ECHANNEL, "channel %u is not open", ch);
+    if (mmi_writer_flush(mm) != MM_OK) /* our frames first, in order */
+        return MM_EDISCONNECTED;
     if (mm->blocked)
         return blocked_rpc(mm, ch, id, req);
     int st = amqp_send_method(mm->conn, ch, id, req);
@@ -269,8 +271,12 @@ int
 mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple)
 {
     int rc = check_open(mm, ch);
-    return rc != MM_OK ? rc
-                       : after_send(mm, amqp_basic_ack(mm->conn, ch, tag, multiple), "basic.ack");
+    if (rc != MM_OK)
+        return rc;
+    amqp_basic_ack_t m = {.delivery_tag = tag, .multiple = multiple};
+    if (mm->wr_fd >= 0)
+        return mmi_writer_method(mm, ch, AMQP_BASIC_ACK_METHOD, &m);
+    return after_send(mm, amqp_send_method(mm->conn, ch, AMQP_BASIC_ACK_METHOD, &m), "basic.ack");
 }
 
 int
@@ -279,7 +285,11 @@ mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
     int rc = check_open(mm, ch);
     if (rc != MM_OK)
         return rc;
-    return after_send(mm, amqp_basic_nack(mm->conn, ch, tag, multiple, requeue), "basic.nack");
+    amqp_basic_nack_t m = {.delivery_tag = tag, .multiple = multiple, .requeue = requeue};
+    if (mm->wr_fd >= 0)
+        return mmi_writer_method(mm, ch, AMQP_BASIC_NACK_METHOD, &m);
+    return after_send(mm, amqp_send_method(mm->conn, ch, AMQP_BASIC_NACK_METHOD, &m),
+                      "basic.nack");
 }
 
 int
@@ -289,6 +299,9 @@ mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key
     int rc = check_open(mm, ch);
     if (rc != MM_OK)
         return rc;
+    if (mm->wr_fd >= 0)
+        return mmi_writer_publish(mm, ch, amqp_cstring_bytes(exchange),
+                                  amqp_cstring_bytes(routing_key), mandatory, props, body);
     int st = amqp_basic_publish(mm->conn, ch, amqp_cstring_bytes(exchange),
                                 amqp_cstring_bytes(routing_key), mandatory, 0, props, body);
     return after_send(mm, st, "basic.publish");

@@ -133,7 +133,10 @@ mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *clo
     struct mmi_chan *c = chan_get(mm, ch);
     amqp_channel_close_ok_t ok = {0};
     /* Without close-ok the channel number can never be opened again (504). */
-    int st = amqp_send_method(mm->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    mmi_writer_flush(mm); /* our frames on this channel go before its close-ok */
+    int st = mm->state == MMI_CONNECTED
+                 ? amqp_send_method(mm->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
+                 : AMQP_STATUS_SOCKET_ERROR;
     char text[MMI_ERRBUF];
     snprintf(text, sizeof text, "broker closed channel %u: %u %.*s", ch, close->reply_code,
              (int) close->reply_text.len, (const char *) close->reply_text.bytes);

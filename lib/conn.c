@@ -220,6 +220,7 @@ mmi_conn_install(mm_t *mm, amqp_connection_state_t c)
     mm->state = MMI_CONNECTED;
     mm->heartbeat = amqp_get_heartbeat(c);
     mm->channel_max = (uint16_t) amqp_get_channel_max(c);
+    mmi_writer_start(mm);
     int rc = mmi_pump_start(mm);
     if (rc != MM_OK) {
         bool again = mm->auto_reconnect;
@@ -278,6 +279,7 @@ static void
 retire(mm_t *mm, int code)
 {
     mmi_pump_stop(mm);
+    mmi_writer_stop(mm);
     if (mm->dead_conn != NULL) /* a second death before the first reap */
         amqp_destroy_connection(mm->dead_conn);
     mm->dead_conn = mm->conn;
@@ -311,6 +313,9 @@ mmi_conn_lost(mm_t *mm, int code, const char *fmt, ...)
 void
 mmi_conn_close(mm_t *mm)
 {
+    if (mm->state != MMI_CONNECTED)
+        return;
+    mmi_writer_flush(mm);
     if (mm->state != MMI_CONNECTED)
         return;
     amqp_rpc_reply_t r = amqp_connection_close(mm->conn, AMQP_REPLY_SUCCESS);

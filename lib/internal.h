@@ -144,6 +144,12 @@ struct mm {
     int64_t started_wall_ms;
     amqp_connection_state_t pumping; /* the connection being drained, else NULL */
 
+    /* frames we write ourselves (lib/writer.c) */
+    uint8_t *wr_buf;
+    size_t wr_len, wr_cap;
+    uint64_t wr_since;      /* monotonic ms when the buffer last became non-empty */
+    int wr_fd;         /* the TCP socket; -1: rabbitmq-c writes (TLS, not connected) */
+
     /* channels (lib/chan.c) */
     struct mmi_chan **chans;
     uint32_t nchans; /* capacity of chans, indexed by channel number */
@@ -267,6 +273,16 @@ int mmi_loop_until(mm_t *mm, bool (*done)(mm_t *, void *), void *ud, int64_t tim
 
 /* ---- frame pump (lib/pump.c) ---- */
 int mmi_pump_start(mm_t *mm);
+/* ---- our own writes (lib/writer.c) ---- */
+void mmi_writer_start(mm_t *mm); /* once connected */
+void mmi_writer_stop(mm_t *mm); /* connection retired: buffered frames dropped */
+void mmi_writer_free(mm_t *mm);
+/* Everything buffered to the socket: before anything rabbitmq-c writes. */
+int mmi_writer_flush(mm_t *mm);
+bool mmi_writer_due(const mm_t *mm); /* buffered long enough to write inside a drain */
+int mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                       bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body);
+int mmi_writer_method(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *decoded);
 void mmi_pump_stop(mm_t *mm);
 void mmi_pump_kick(mm_t *mm);
 void mmi_frame_dispatch(mm_t *mm, const amqp_frame_t *f);

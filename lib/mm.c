@@ -154,6 +154,7 @@ setup_loop(mm_t *mm)
             return MM_ENOMEM;
         mm->own_base = true;
     }
+    mm->wr_fd = -1;
     mm->ev_deferred = event_new(mm->base, -1, 0, on_deferred, mm);
     return mm->ev_deferred ? MM_OK : MM_ENOMEM;
 }
@@ -226,6 +227,8 @@ mmi_enter(mm_t *mm)
 bool
 mmi_leave(mm_t *mm)
 {
+    if (mm->cb_depth == 1 && mm->wr_len > 0) /* what the callbacks sent, in one write */
+        mmi_writer_flush(mm);
     mm->cb_depth--;
     if (mm->cb_depth > 0 || !mm->free_pending)
         return true;
@@ -476,6 +479,7 @@ mmi_instance_destroy(mm_t *mm)
     mmi_publish_forget(mm);
     mmi_chans_free(mm);
     mmi_events_drop(mm);
+    mmi_writer_free(mm);
     if (mm->ev_deferred != NULL)
         event_free(mm->ev_deferred);
     if (mm->own_base && mm->base != NULL)

@@ -111,6 +111,10 @@ mmi_frame_dispatch(mm_t *mm, const amqp_frame_t *f)
 
 /* ---- the drain ---- */
 
+/* on_read activated by us for frames rabbitmq-c or the backlog holds: the
+ * socket needs no read (the loop reports it when readable). */
+#define BUFFERED_ONLY EV_WRITE
+
 static bool
 still_ours(const mm_t *mm, amqp_connection_state_t c)
 {
@@ -125,12 +129,19 @@ release_channel(mm_t *mm, uint16_t ch)
     amqp_maybe_release_buffers_on_channel(mm->conn, ch);
 }
 
-/* Next frame from the backlog, else from rabbitmq-c. 1: got one, 0: none left, <0: dead. */
+/* Next frame from the backlog, else from rabbitmq-c. 1: got one, 0: none left, <0: dead.
+ * The socket itself is read only when `read_socket` (the fd was readable, or
+ * the heartbeat timer: a read sends our heartbeat when due); otherwise only
+ * what rabbitmq-c holds, since the loop watches the kernel's part. That
+ * saves the recv (EAGAIN) + poll pair that proving "nothing left" costs at
+ * every wakeup. */
 static int
-next_frame(mm_t *mm, amqp_frame_t *f)
+next_frame(mm_t *mm, amqp_frame_t *f, bool read_socket)
 {
     if (mmi_backlog_pop(mm, f))
         return 1;
+    if (!read_socket && !amqp_frames_enqueued(mm->conn) && !amqp_data_in_buffer(mm->conn))
+        return 0;
     struct timeval zero = {0, 0};
     int st = amqp_simple_wait_frame_noblock(mm->conn, f, &zero);
     if (st == AMQP_STATUS_OK)
@@ -144,19 +155,21 @@ next_frame(mm_t *mm, amqp_frame_t *f)
 
 /* Dispatch up to `budget` frames. Returns true when frames may remain. */
 static bool
-drain(mm_t *mm, int budget)
+drain(mm_t *mm, int budget, bool read_socket)
 {
     amqp_connection_state_t c = mm->conn;
     for (int i = 0; i < budget; i++) {
         if (!still_ours(mm, c))
             return false;
         amqp_frame_t f;
-        if (next_frame(mm, &f) <= 0)
+        if (next_frame(mm, &f, read_socket && i == 0) <= 0)
             return false;
         /* rabbitmq-c can leak heartbeat frames through its queue: skip them. */
         if (f.frame_type == AMQP_FRAME_HEARTBEAT)
             continue;
         mmi_frame_dispatch(mm, &f);
+        if (mmi_writer_due(mm)) /* slow handlers: do not hold their answers */
+            mmi_writer_flush(mm);
         if (still_ours(mm, c))
             release_channel(mm, f.channel);
     }
@@ -170,13 +183,12 @@ on_read(evutil_socket_t fd, short what, void *arg)
 {
     mm_t *mm = arg;
     (void) fd;
-    (void) what;
     mmi_enter(mm);
     mm->pumping = mm->conn;
-    bool more = drain(mm, MMI_PUMP_BUDGET);
+    bool more = drain(mm, MMI_PUMP_BUDGET, (what & (EV_READ | EV_TIMEOUT)) != 0);
     mm->pumping = NULL;
-    if (more)
-        event_active(mm->ev_read, EV_READ, 0); /* budget spent: let other events run first */
+    if (more) /* budget spent: let other events run first */
+        event_active(mm->ev_read, BUFFERED_ONLY, 0);
     mmi_leave(mm);
 }
 
@@ -220,5 +232,5 @@ mmi_pump_kick(mm_t *mm)
     if (mm->pumping == mm->conn)
         return;
     if (mm->bl_len > 0 || amqp_frames_enqueued(mm->conn) || amqp_data_in_buffer(mm->conn))
-        event_active(mm->ev_read, EV_READ, 0);
+        event_active(mm->ev_read, BUFFERED_ONLY, 0);
 }
