@@ -28,6 +28,9 @@ typedef struct {
     int prefetch;     /* consumer prefetch */
     int persistent;   /* tasks: delivery mode 2 */
     int qos;          /* micromsg: MM_OPT_QOS */
+    int headers;      /* raw: publish micromsg's AMQP properties (__mms, idRequest,
+                         uuid ids, expiration, message_id), to tell the protocol's
+                         cost from the implementation's; micromsg ignores it */
 } bench_args_t;
 
 uint64_t bench_now_ns(void);

@@ -8,8 +8,8 @@
 
 typedef struct {
     const char *uri;
-    int quick;        /* small counts and one round: a smoke run under a minute */
-    int rounds;       /* 0: 5, or 1 with quick */
+    int quick;        /* a tenth of the counts: a smoke run well under a minute */
+    int rounds;       /* 0: 5, or 3 with quick */
     const char *only; /* comma-separated scenario ids, or NULL: all */
     const char *out;  /* also write the report to this file, or NULL */
 } bench_suite_t;
@@ -30,12 +30,13 @@ typedef struct {
     int window, persistent;
     long n, n_quick, warmup;
     const char *impl[2]; /* side A, side B */
-    int qos[2];
-    double target; /* B/A throughput target, 0: none */
+    int qos[2];          /* micromsg with MM_OPT_QOS */
+    int headers[2];      /* raw with micromsg's properties (-H) */
+    double target;       /* B/A throughput target, 0: none */
     const char *a_name, *b_name;
 } bench_scenario_t;
 
-#define BENCH_SCENARIOS 7
+#define BENCH_SCENARIOS 10
 extern const bench_scenario_t bench_scenarios[BENCH_SCENARIOS];
 
 int bench_suite_run(const bench_suite_t *s);

@@ -3,8 +3,10 @@
  *   mm_bench [--quick] [-r rounds] [-s scenario,...] [-o results.md]
  *       runs the suite (driver.c) against $MM_URI and prints the table
  *   mm_bench role raw|mm ROLE [-u uri] -n name [-N n] [-W warmup] [-w window]
- *                [-p prefetch] [-P] [-q]
- *       one role process (roles.h); the driver starts these
+ *                [-p prefetch] [-P] [-q] [-H]
+ *       one role process (roles.h); the driver starts these. -P: persistent
+ *       tasks; -q: micromsg's QoS; -H: the raw roles publish micromsg's AMQP
+ *       properties (protocol headers), so raw -H vs raw is the protocol's cost
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -41,17 +43,37 @@ run_role(int argc, char **argv)
     bench_args_t a = {.uri = default_uri(), .n = 10000, .window = 1, .prefetch = 256};
     int opt;
     optind = 4;
-    while ((opt = getopt(argc, argv, "u:n:N:W:w:p:Pq")) != -1) {
+    while ((opt = getopt(argc, argv, "u:n:N:W:w:p:PqH")) != -1) {
         switch (opt) {
-        case 'u': a.uri = optarg; break;
-        case 'n': a.name = optarg; break;
-        case 'N': a.n = atol(optarg); break;
-        case 'W': a.warmup = atol(optarg); break;
-        case 'w': a.window = atoi(optarg); break;
-        case 'p': a.prefetch = atoi(optarg); break;
-        case 'P': a.persistent = 1; break;
-        case 'q': a.qos = 1; break;
-        default: return 64;
+        case 'u':
+            a.uri = optarg;
+            break;
+        case 'n':
+            a.name = optarg;
+            break;
+        case 'N':
+            a.n = atol(optarg);
+            break;
+        case 'W':
+            a.warmup = atol(optarg);
+            break;
+        case 'w':
+            a.window = atoi(optarg);
+            break;
+        case 'p':
+            a.prefetch = atoi(optarg);
+            break;
+        case 'P':
+            a.persistent = 1;
+            break;
+        case 'q':
+            a.qos = 1;
+            break;
+        case 'H':
+            a.headers = 1;
+            break;
+        default:
+            return 64;
         }
     }
     if (a.name == NULL || a.n <= 0 || a.warmup < 0 || a.window <= 0 || a.prefetch <= 0 ||
@@ -68,7 +90,7 @@ usage(void)
 {
     fprintf(stderr, "usage: mm_bench [--quick] [-r rounds] [-s scenario,...] [-o results.md]\n"
                     "       mm_bench role raw|mm ROLE -n name [-u uri] [-N n] [-W warmup] "
-                    "[-w window] [-p prefetch] [-P] [-q]\n");
+                    "[-w window] [-p prefetch] [-P] [-q] [-H]\n");
     return 64;
 }
 
@@ -82,11 +104,20 @@ main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "r:s:o:", longs, NULL)) != -1) {
         switch (opt) {
-        case 'Q': s.quick = 1; break;
-        case 'r': s.rounds = atoi(optarg); break;
-        case 's': s.only = optarg; break;
-        case 'o': s.out = optarg; break;
-        default: return usage();
+        case 'Q':
+            s.quick = 1;
+            break;
+        case 'r':
+            s.rounds = atoi(optarg);
+            break;
+        case 's':
+            s.only = optarg;
+            break;
+        case 'o':
+            s.out = optarg;
+            break;
+        default:
+            return usage();
         }
     }
     if (optind != argc || s.rounds < 0)

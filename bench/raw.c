@@ -7,6 +7,14 @@
  * pools are released after every message. The queues and the exchange have
  * micromsg's shapes (../shared/PROTOCOL.md 1) and the bodies are bench.h's, so
  * the broker does the same work for both implementations.
+ *
+ * With -H (bench_args_t.headers) every message published carries the AMQP
+ * properties micromsg puts on the same message (../shared/PROTOCOL.md 2 and
+ * 4, lib/request.c, answer.c, send.c, outbox.c): the __mms table, idRequest,
+ * a uuid correlation id, a q.replyQueue reply queue, the expiration, the
+ * message id of a confirmed task, with fresh ids and wall-clock times per
+ * message. The difference between raw and raw -H is the protocol's cost; the
+ * rest of micromsg's gap is the implementation's.
  */
 #include "roles.h"
 
@@ -17,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define RAW_CH 1
 #define RAW_FRAME_MAX 131072
@@ -25,6 +35,8 @@
 #define RAW_EXCHANGE "x.pubSub"
 #define RAW_CTYPE "application/msgpack"
 #define RAW_NAME_MAX 256
+#define RAW_TIMEOUT_MS 120000 /* micromsg's default request timeout */
+#define RAW_TIMEOUT_STR "120000"
 
 typedef amqp_connection_state_t conn_t;
 
@@ -245,6 +257,154 @@ die_unexpected(const rx_t *m, const char *role)
     bench_die("%s: unexpected %s", role, amqp_method_name(m->id));
 }
 
+/* ---- protocol headers (-H) ---- */
+
+/* Ids as micromsg makes them (lib/ids.c): xoshiro256** seeded once from
+ * getrandom(), formatted as a version 4 UUID of 36 characters. */
+static uint64_t rng[4];
+
+static uint64_t
+rng_rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t
+rng_next(void)
+{
+    uint64_t result = rng_rotl(rng[1] * 5, 7) * 9, t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rng_rotl(rng[3], 45);
+    return result;
+}
+
+static void
+ids_seed(void)
+{
+    if (getrandom(rng, sizeof rng, 0) != (ssize_t) sizeof rng || (rng[0] | rng[1]) == 0)
+        bench_die("getrandom failed");
+}
+
+static void
+make_id(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t b[16];
+    uint64_t hi = rng_next(), lo = rng_next();
+    for (int i = 0; i < 8; i++) {
+        b[i] = (uint8_t) (hi >> (56 - 8 * i));
+        b[8 + i] = (uint8_t) (lo >> (56 - 8 * i));
+    }
+    b[6] = (uint8_t) ((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t) ((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[b[i] >> 4];
+        *p++ = hex[b[i] & 15];
+    }
+    *p = '\0';
+}
+
+/* iat and eat: milliseconds since the epoch. */
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One message's header table: __mms (a nested table), then idRequest when
+ * the message has one. The entries point into this struct and into static
+ * strings, so it must outlive the publish. */
+typedef struct {
+    amqp_table_entry_t mms[3];
+    amqp_table_entry_t top[2];
+    char id_request[37];
+} proto_hdrs_t;
+
+/* __mms fields: strings UTF-8, integers signed 64-bit, as lib/headers.c. */
+static void
+mms_str(proto_hdrs_t *h, int i, const char *key, const char *v)
+{
+    h->mms[i].key = amqp_cstring_bytes(key);
+    h->mms[i].value.kind = AMQP_FIELD_KIND_UTF8;
+    h->mms[i].value.value.bytes = amqp_cstring_bytes(v);
+}
+
+static void
+mms_bool(proto_hdrs_t *h, int i, const char *key, int v)
+{
+    h->mms[i].key = amqp_cstring_bytes(key);
+    h->mms[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    h->mms[i].value.value.boolean = v;
+}
+
+static void
+mms_int(proto_hdrs_t *h, int i, const char *key, int64_t v)
+{
+    h->mms[i].key = amqp_cstring_bytes(key);
+    h->mms[i].value.kind = AMQP_FIELD_KIND_I64;
+    h->mms[i].value.value.i64 = v;
+}
+
+/* The table of nmms __mms fields and, unless id is empty, idRequest = id,
+ * set as p's headers. */
+static void
+hdrs_finish(proto_hdrs_t *h, int nmms, amqp_bytes_t id, amqp_basic_properties_t *p)
+{
+    h->top[0].key = amqp_cstring_bytes("__mms");
+    h->top[0].value.kind = AMQP_FIELD_KIND_TABLE;
+    h->top[0].value.value.table = (amqp_table_t){nmms, nmms > 0 ? h->mms : NULL};
+    int n = 1;
+    if (id.len > 0) {
+        h->top[1].key = amqp_cstring_bytes("idRequest");
+        h->top[1].value.kind = AMQP_FIELD_KIND_UTF8;
+        h->top[1].value.value.bytes = id;
+        n = 2;
+    }
+    p->_flags |= AMQP_BASIC_HEADERS_FLAG;
+    p->headers = (amqp_table_t){n, h->top};
+}
+
+/* A request or task's __mms and a fresh idRequest; iat now. */
+static void
+hdrs_request(proto_hdrs_t *h, const char *route, int task, amqp_basic_properties_t *p)
+{
+    int64_t iat = wall_ms();
+    int n = 0;
+    mms_str(h, n++, "route", route);
+    if (task)
+        mms_bool(h, n++, "isTask", 1);
+    mms_int(h, n++, "iat", iat);
+    if (!task)
+        mms_int(h, n++, "eat", iat + RAW_TIMEOUT_MS);
+    make_id(h->id_request);
+    hdrs_finish(h, n, (amqp_bytes_t){36, h->id_request}, p);
+}
+
+/* A string header of the top level, or {0, NULL}. */
+static amqp_bytes_t
+header_str(const amqp_basic_properties_t *p, const char *key)
+{
+    size_t n = strlen(key);
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return (amqp_bytes_t){0, NULL};
+    for (int i = 0; i < p->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &p->headers.entries[i];
+        if (e->key.len == n && memcmp(e->key.bytes, key, n) == 0 &&
+            (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES))
+            return e->value.value.bytes;
+    }
+    return (amqp_bytes_t){0, NULL};
+}
+
 /* ---- rpc-server ---- */
 
 static void
@@ -254,8 +414,10 @@ on_stop(int sig)
     stop_requested = 1;
 }
 
+/* With headers, the reply's are micromsg's (lib/answer.c): __mms {isError,
+ * isEnd, sequence 0} and the request's idRequest, when it has one. */
 static void
-echo_request(conn_t c, const rx_t *m)
+echo_request(conn_t c, const rx_t *m, int headers)
 {
     const amqp_basic_deliver_t *d = m->method;
     const amqp_basic_properties_t *p = m->props;
@@ -266,6 +428,13 @@ echo_request(conn_t c, const rx_t *m)
         .content_type = amqp_cstring_bytes(RAW_CTYPE),
         .correlation_id = p->correlation_id,
     };
+    proto_hdrs_t h;
+    if (headers) {
+        mms_bool(&h, 0, "isError", 0);
+        mms_bool(&h, 1, "isEnd", 1);
+        mms_int(&h, 2, "sequence", 0);
+        hdrs_finish(&h, 3, header_str(p, "idRequest"), &rp);
+    }
     check_status(amqp_basic_publish(c, RAW_CH, amqp_empty_bytes, p->reply_to, 0, 0, &rp, m->body),
                  "rpc-server: publishing a reply");
     check_status(amqp_basic_ack(c, RAW_CH, d->delivery_tag, 0), "rpc-server: basic.ack");
@@ -287,7 +456,7 @@ serve(conn_t c, const bench_args_t *a)
             die_unexpected(&m, "rpc-server");
         if (handled == 0 && a->warmup == 0)
             bench_span_start(&span);
-        echo_request(c, &m);
+        echo_request(c, &m, a->headers);
         amqp_maybe_release_buffers(c);
         handled++;
         if (handled == a->warmup)
@@ -323,6 +492,10 @@ typedef struct {
     amqp_basic_properties_t props;
     bench_hist_t *lat; /* round trips of the measured replies, ns */
     char cid[24];      /* props.correlation_id points here */
+    int headers;       /* -H: micromsg's properties (lib/request.c) */
+    long window;
+    char (*cids)[37]; /* -H: the uuid correlation id of request seq, at seq % window */
+    proto_hdrs_t h;
 } rpc_client_t;
 
 /* The correlation id: the request's sequence number in decimal. */
@@ -340,12 +513,21 @@ cid_format(char out[24], uint64_t seq)
     return n;
 }
 
+/* With headers: a fresh uuid correlation id, kept until its reply, and the
+ * request's __mms, idRequest and expiration (set once in props). */
 static void
 send_request(rpc_client_t *rc, uint64_t seq)
 {
     uint8_t body[BENCH_BODY];
     bench_body_pack(body, seq, bench_now_ns());
-    rc->props.correlation_id = (amqp_bytes_t){cid_format(rc->cid, seq), rc->cid};
+    if (rc->headers) {
+        char *cid = rc->cids[seq % (uint64_t) rc->window];
+        make_id(cid);
+        rc->props.correlation_id = (amqp_bytes_t){36, cid};
+        hdrs_request(&rc->h, "echo", 0, &rc->props);
+    } else {
+        rc->props.correlation_id = (amqp_bytes_t){cid_format(rc->cid, seq), rc->cid};
+    }
     amqp_bytes_t b = {sizeof body, body};
     check_status(amqp_basic_publish(rc->c, RAW_CH, amqp_empty_bytes, amqp_cstring_bytes(rc->queue),
                                     1, 0, &rc->props, b),
@@ -353,18 +535,19 @@ send_request(rpc_client_t *rc, uint64_t seq)
 }
 
 /* Checks that the reply answers the request its body names; returns the
- * round trip in ns. */
+ * round trip in ns. One server, one queue: replies come in request order, so
+ * request seq's slot in cids is still its own. */
 static uint64_t
-take_reply(const rx_t *m, long sent)
+take_reply(rpc_client_t *rc, const rx_t *m, long sent)
 {
     uint64_t seq, t_ns, now = bench_now_ns();
-    char cid[24];
     if (m->id != AMQP_BASIC_DELIVER_METHOD)
         die_unexpected(m, "rpc-client");
     if (bench_body_unpack(m->body.bytes, m->body.len, &seq, &t_ns) != 0 || seq >= (uint64_t) sent)
         bench_die("rpc-client: a reply with a foreign body");
     const amqp_basic_properties_t *p = m->props;
-    size_t n = cid_format(cid, seq);
+    const char *cid = rc->headers ? rc->cids[seq % (uint64_t) rc->window] : rc->cid;
+    size_t n = rc->headers ? 36 : cid_format(rc->cid, seq);
     if (!(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) || p->correlation_id.len != n ||
         memcmp(p->correlation_id.bytes, cid, n) != 0)
         bench_die("rpc-client: reply %llu with a wrong correlation id", (unsigned long long) seq);
@@ -382,7 +565,7 @@ run_requests(rpc_client_t *rc, const bench_args_t *a, bench_span_t *span)
         while (sent < total && sent - done < a->window)
             send_request(rc, (uint64_t) sent++);
         rx_next(rc->c, &m, NULL);
-        uint64_t rtt = take_reply(&m, sent);
+        uint64_t rtt = take_reply(rc, &m, sent);
         amqp_maybe_release_buffers(rc->c);
         if (done >= a->warmup)
             bench_hist_add(rc->lat, rtt);
@@ -392,31 +575,60 @@ run_requests(rpc_client_t *rc, const bench_args_t *a, bench_span_t *span)
     }
 }
 
+/* The reply queue, consumed without ack. With headers it is micromsg's
+ * q.replyQueue.<name>-client.<uuid> (durable, exclusive), whose name every
+ * request carries as reply_to; else a server-named one. */
+static void
+client_setup(rpc_client_t *rc, const bench_args_t *a)
+{
+    if (snprintf(rc->queue, sizeof rc->queue, "q.requests.%s.echo", a->name) >= RAW_NAME_MAX)
+        bench_die("name '%s' too long", a->name);
+    rc->props = (amqp_basic_properties_t){
+        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+                  AMQP_BASIC_CORRELATION_ID_FLAG,
+        .content_type = amqp_cstring_bytes(RAW_CTYPE),
+    };
+    if (!rc->headers) {
+        declare_private_queue(rc->c, rc->reply_q);
+    } else {
+        char id[37];
+        make_id(id);
+        if (snprintf(rc->reply_q, sizeof rc->reply_q, "q.replyQueue.%s-client.%s", a->name, id) >=
+            RAW_NAME_MAX)
+            bench_die("name '%s' too long", a->name);
+        amqp_queue_declare(rc->c, RAW_CH, amqp_cstring_bytes(rc->reply_q), 0, 1, 1, 0,
+                           amqp_empty_table);
+        check_rpc(rc->c, "queue.declare of the reply queue");
+        rc->props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        rc->props.expiration = amqp_cstring_bytes(RAW_TIMEOUT_STR);
+    }
+    rc->props.reply_to = amqp_cstring_bytes(rc->reply_q);
+    consume(rc->c, rc->reply_q, 0, 1);
+}
+
 int
 raw_rpc_client(const bench_args_t *a)
 {
     static bench_hist_t lat; /* as micromsg's client keeps it: not on the stack */
-    rpc_client_t rc = {.c = raw_connect(a->uri), .lat = &lat};
+    rpc_client_t rc = {.lat = &lat, .headers = a->headers, .window = a->window};
     bench_span_t span = {0};
     char extra[64];
     if (a->window < 1)
         bench_die("rpc-client: needs a window >= 1");
-    if (snprintf(rc.queue, sizeof rc.queue, "q.requests.%s.echo", a->name) >= RAW_NAME_MAX)
-        bench_die("name '%s' too long", a->name);
-    declare_private_queue(rc.c, rc.reply_q);
-    consume(rc.c, rc.reply_q, 0, 1);
-    rc.props = (amqp_basic_properties_t){
-        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
-                  AMQP_BASIC_CORRELATION_ID_FLAG,
-        .content_type = amqp_cstring_bytes(RAW_CTYPE),
-        .reply_to = amqp_cstring_bytes(rc.reply_q),
-    };
+    if (rc.headers) {
+        ids_seed();
+        if ((rc.cids = calloc((size_t) a->window, sizeof *rc.cids)) == NULL)
+            bench_die("out of memory");
+    }
+    rc.c = raw_connect(a->uri);
+    client_setup(&rc, a);
     run_requests(&rc, a, &span);
     double p50 = (double) bench_hist_percentile(rc.lat, 50) / 1e3;
     double p99 = (double) bench_hist_percentile(rc.lat, 99) / 1e3;
     snprintf(extra, sizeof extra, "p50_us=%.1f p99_us=%.1f", p50, p99);
     bench_span_report(&span, a->n, extra);
     raw_close(rc.c);
+    free(rc.cids);
     return 0;
 }
 
@@ -499,6 +711,9 @@ raw_ev_emit(const bench_args_t *a)
         ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG,
         .content_type = amqp_cstring_bytes(RAW_CTYPE),
     };
+    proto_hdrs_t h;
+    if (a->headers) /* an event's __mms is an empty table, and nothing else */
+        hdrs_finish(&h, 0, (amqp_bytes_t){0, NULL}, &props);
     amqp_bytes_t ex = amqp_cstring_bytes(RAW_EXCHANGE), rk = amqp_cstring_bytes(key);
     amqp_bytes_t b = {sizeof body, body};
     bench_span_start(&span);
@@ -561,20 +776,46 @@ take_confirm(confirms_t *cf, const rx_t *m)
         confirm_tag(cf, cf->low);
 }
 
+/* A task's properties. With headers, micromsg's (lib/send.c, outbox.c) but
+ * for what task_headers adds: no delivery mode at all when transient. */
+static void
+task_props(const bench_args_t *a, amqp_basic_properties_t *p)
+{
+    *p = (amqp_basic_properties_t){
+        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
+        .content_type = amqp_cstring_bytes(RAW_CTYPE),
+        .delivery_mode = a->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT,
+    };
+    if (a->headers && !a->persistent)
+        p->_flags &= (amqp_flags_t) ~AMQP_BASIC_DELIVERY_MODE_FLAG;
+}
+
+/* Per task with headers: a fresh message id (a confirmed send's), __mms
+ * {route, isTask, iat} and a fresh idRequest. */
+static void
+task_headers(proto_hdrs_t *h, char mid[37], amqp_basic_properties_t *p)
+{
+    make_id(mid);
+    p->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    p->message_id = (amqp_bytes_t){36, mid};
+    hdrs_request(h, "work", 1, p);
+}
+
 static void
 publish_tasks(conn_t c, const bench_args_t *a, confirms_t *cf, const char *queue)
 {
     uint64_t total = (uint64_t) (a->warmup + a->n);
     uint8_t body[BENCH_BODY];
-    amqp_basic_properties_t props = {
-        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG,
-        .content_type = amqp_cstring_bytes(RAW_CTYPE),
-        .delivery_mode = a->persistent ? AMQP_DELIVERY_PERSISTENT : AMQP_DELIVERY_NONPERSISTENT,
-    };
+    amqp_basic_properties_t props;
+    proto_hdrs_t h;
+    char mid[37];
     amqp_bytes_t rk = amqp_cstring_bytes(queue), b = {sizeof body, body};
     rx_t m;
+    task_props(a, &props);
     while (cf->low <= total) {
         while (cf->published < total && cf->published + 1 - cf->low < cf->window) {
+            if (a->headers)
+                task_headers(&h, mid, &props);
             bench_body_pack(body, cf->published, bench_now_ns());
             check_status(amqp_basic_publish(c, RAW_CH, amqp_empty_bytes, rk, 1, 0, &props, b),
                          "task-pub: publishing a task");
@@ -599,6 +840,8 @@ raw_task_pub(const bench_args_t *a)
     cf.done = calloc(cf.window, 1);
     if (cf.done == NULL)
         bench_die("out of memory");
+    if (a->headers)
+        ids_seed();
     conn_t c = raw_connect(a->uri);
     amqp_confirm_select(c, RAW_CH);
     check_rpc(c, "confirm.select");

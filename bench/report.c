@@ -107,9 +107,11 @@ throughput_table(FILE *f, int rounds, runs_t runs, const int *ran)
             continue;
         bench_run_t(*r)[16] = runs[i];
         double ratio = MED(r, rounds, rate, -1);
-        fprintf(f, "| %s | %s | %s | %.0f | %.0f | %.2f | %s%.2f %s |", sc->title, sc->a_name,
-                sc->b_name, MED(r, rounds, rate, 0), MED(r, rounds, rate, 1), ratio,
-                sc->target > 0 ? "≥ " : "", sc->target, verdict(ratio, sc->target, 1));
+        char target[48] = "–";
+        if (sc->target > 0)
+            snprintf(target, sizeof target, "≥ %.2f %s", sc->target, verdict(ratio, sc->target, 1));
+        fprintf(f, "| %s | %s | %s | %.0f | %.0f | %.2f | %s |", sc->title, sc->a_name, sc->b_name,
+                MED(r, rounds, rate, 0), MED(r, rounds, rate, 1), ratio, target);
         if (r[0][0].p50 >= 0)
             fprintf(f, " %.0f / %.0f | %.0f / %.0f |\n", MED(r, rounds, p50, 0),
                     MED(r, rounds, p50, 1), MED(r, rounds, p99, 0), MED(r, rounds, p99, 1));
@@ -121,17 +123,19 @@ throughput_table(FILE *f, int rounds, runs_t runs, const int *ran)
 static void
 cpu_table(FILE *f, int rounds, runs_t runs, const int *ran)
 {
-    fprintf(f, "\n| scenario | client CPU µs/msg A / B | B/A (≤ %.1f) | server CPU µs/msg A / B "
-               "| B/A | broker CPU µs/msg A / B | peak RSS KiB client A / B | server A / B |\n"
-               "|---|---|---|---|---|---|---|---|\n",
+    fprintf(f,
+            "\n| scenario | client CPU µs/msg A / B | B/A (≤ %.1f) | server CPU µs/msg A / B "
+            "| B/A | broker CPU µs/msg A / B | peak RSS KiB client A / B | server A / B |\n"
+            "|---|---|---|---|---|---|---|---|\n",
             CPU_TARGET);
     for (int i = 0; i < BENCH_SCENARIOS; i++) {
         if (ran[i] <= 0)
             continue;
         bench_run_t(*r)[16] = runs[i];
         double cr = MED(r, rounds, ccpu, -1);
-        fprintf(f, "| %s | %.2f / %.2f | %.2f %s | %.2f / %.2f | %.2f | %.1f / %.1f | %.0f / %.0f | "
-                   "%.0f / %.0f |\n",
+        fprintf(f,
+                "| %s | %.2f / %.2f | %.2f %s | %.2f / %.2f | %.2f | %.1f / %.1f | %.0f / %.0f | "
+                "%.0f / %.0f |\n",
                 bench_scenarios[i].title, MED(r, rounds, ccpu, 0), MED(r, rounds, ccpu, 1), cr,
                 bench_scenarios[i].target > 0 ? verdict(cr, CPU_TARGET, 0) : "",
                 MED(r, rounds, scpu, 0), MED(r, rounds, scpu, 1), MED(r, rounds, scpu, -1),
@@ -146,8 +150,8 @@ other_targets(FILE *f, int rounds, runs_t runs, const int *ran)
 {
     if (ran[0] > 0) {
         double p = MED(runs[0], rounds, p50, -1);
-        fprintf(f, "\n- p50 at 1 in flight, micromsg/raw: %.2f (target ≤ %.2f): %s\n", p, P50_TARGET,
-                verdict(p, P50_TARGET, 0));
+        fprintf(f, "\n- p50 at 1 in flight, micromsg/raw: %.2f (target ≤ %.2f): %s\n", p,
+                P50_TARGET, verdict(p, P50_TARGET, 0));
     }
     double worst = 0;
     for (int i = 0; i < BENCH_SCENARIOS; i++)
@@ -170,8 +174,9 @@ write_report(FILE *f, const bench_suite_t *s, int rounds, runs_t runs, const int
 {
     fprintf(f, "## micromsg against raw rabbitmq-c%s\n\n", s->quick ? " (quick run)" : "");
     machine_facts(f);
-    fprintf(f, "- %d round%s, A then B in each; figures are medians, B/A the median of the "
-               "per-round ratios\n",
+    fprintf(f,
+            "- %d round%s, A then B in each; figures are medians, B/A the median of the "
+            "per-round ratios\n",
             rounds, rounds == 1 ? "" : "s");
     throughput_table(f, rounds, runs, ran);
     cpu_table(f, rounds, runs, ran);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark against a private broker: bench/run.sh [--quick] [mm_bench options]
 #   bench/run.sh                  5 rounds of every scenario (about 4 minutes)
-#   bench/run.sh --quick          one small round, under a minute (CI smoke, mmctl bench)
+#   bench/run.sh --quick          3 rounds of a tenth of the counts, under a minute (CI smoke)
 #   bench/run.sh -s rpc1,events -r 3 -o /tmp/r.md
 # Builds a release build (MM_BENCH_BUILD_DIR to keep one), starts a RabbitMQ
 # node with scheduler busy-waiting off (tests/harness/broker.sh), runs

@@ -288,8 +288,7 @@ mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
     amqp_basic_nack_t m = {.delivery_tag = tag, .multiple = multiple, .requeue = requeue};
     if (mm->wr_fd >= 0)
         return mmi_writer_method(mm, ch, AMQP_BASIC_NACK_METHOD, &m);
-    return after_send(mm, amqp_send_method(mm->conn, ch, AMQP_BASIC_NACK_METHOD, &m),
-                      "basic.nack");
+    return after_send(mm, amqp_send_method(mm->conn, ch, AMQP_BASIC_NACK_METHOD, &m), "basic.nack");
 }
 
 int

@@ -147,7 +147,7 @@ struct mm {
     /* frames we write ourselves (lib/writer.c) */
     uint8_t *wr_buf;
     size_t wr_len, wr_cap;
-    uint64_t wr_since;      /* monotonic ms when the buffer last became non-empty */
+    uint64_t wr_since; /* monotonic ms when the buffer last became non-empty */
     int wr_fd;         /* the TCP socket; -1: rabbitmq-c writes (TLS, not connected) */
 
     /* channels (lib/chan.c) */
@@ -275,7 +275,7 @@ int mmi_loop_until(mm_t *mm, bool (*done)(mm_t *, void *), void *ud, int64_t tim
 int mmi_pump_start(mm_t *mm);
 /* ---- our own writes (lib/writer.c) ---- */
 void mmi_writer_start(mm_t *mm); /* once connected */
-void mmi_writer_stop(mm_t *mm); /* connection retired: buffered frames dropped */
+void mmi_writer_stop(mm_t *mm);  /* connection retired: buffered frames dropped */
 void mmi_writer_free(mm_t *mm);
 /* Everything buffered to the socket: before anything rabbitmq-c writes. */
 int mmi_writer_flush(mm_t *mm);

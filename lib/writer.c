@@ -95,7 +95,8 @@ put_u64(uint8_t *p, uint64_t v)
 static int
 put_encoded(mm_t *mm, uint8_t kind, uint16_t ch, uint32_t id, void *decoded, uint64_t body_len)
 {
-    size_t fixed = kind == AMQP_FRAME_METHOD ? 4 : 12, limit = (size_t) amqp_get_frame_max(mm->conn);
+    size_t fixed = kind == AMQP_FRAME_METHOD ? 4 : 12,
+           limit = (size_t) amqp_get_frame_max(mm->conn);
     for (size_t room = 512;; room *= 2) {
         if (reserve(mm, FRAME_OVERHEAD + fixed + room) != MM_OK)
             return MM_ENOMEM;
@@ -219,8 +220,8 @@ mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t ro
                    bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body)
 {
     size_t start = mm->wr_len;
-    amqp_basic_publish_t m = {.exchange = exchange, .routing_key = routing_key,
-                              .mandatory = mandatory};
+    amqp_basic_publish_t m = {
+        .exchange = exchange, .routing_key = routing_key, .mandatory = mandatory};
     amqp_basic_properties_t none = {0};
     void *p = (void *) (props != NULL ? props : &none); /* the encoder only reads it */
     int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, &m, 0);
