@@ -1,6 +1,6 @@
 /*
  * The benchmark driver: runs every scenario's roles as separate processes,
- * both implementations alternating (A B A B ...) for a number of rounds, and
+ * both implementations alternating (A B, B A, A B ...) for a number of rounds, and
  * prints the table of medians and ratios (report.c).
  */
 #ifndef MM_BENCH_DRIVER_H

@@ -175,8 +175,8 @@ write_report(FILE *f, const bench_suite_t *s, int rounds, runs_t runs, const int
     fprintf(f, "## micromsg against raw rabbitmq-c%s\n\n", s->quick ? " (quick run)" : "");
     machine_facts(f);
     fprintf(f,
-            "- %d round%s, A then B in each; figures are medians, B/A the median of the "
-            "per-round ratios\n",
+            "- %d round%s, A then B in odd rounds, B then A in even ones; figures are "
+            "medians, B/A the median of the per-round ratios\n",
             rounds, rounds == 1 ? "" : "s");
     throughput_table(f, rounds, runs, ran);
     cpu_table(f, rounds, runs, ran);

@@ -29,9 +29,9 @@ struct mmi_req {
     mm_msg_fn fn;
     void *ud;
     unsigned flags;
-    int64_t timeout_ms; /* < 0: none */
-    struct event *timer;
-    mm_msg_t **slots; /* stream messages by sequence, waiting for their turn */
+    int64_t timeout_ms;  /* < 0: none */
+    struct event *timer; /* in the same allocation, after the struct (req_new) */
+    mm_msg_t **slots;    /* stream messages by sequence, waiting for their turn */
     uint32_t nslots, next_seq;
     int64_t end_seq;
     int fail_code; /* set when the reply queue died: completed from the deferred event */
@@ -99,7 +99,7 @@ static void
 req_free(struct mmi_req *q)
 {
     if (q->timer != NULL)
-        event_free(q->timer);
+        event_del(q->timer);
     for (uint32_t i = 0; i < q->nslots; i++)
         mm_msg_unref(q->slots[i]);
     free(q->slots);
@@ -329,10 +329,18 @@ answer_decode(mm_t *mm, mm_msg_t *m, const mmi_content_t *c, char *err, size_t e
         return MM_ENOMEM;
     mmi_wire_in_t in;
     rc = mmi_wire_decode(mm, c, &in, err, errlen);
-    if (rc == MM_OK && in.borrowed) /* answers may wait in a stream buffer: own the bytes */
+    /* Stream parts may wait for earlier ones, and errors are read from their
+     * body: they own their bytes. A plain reply goes to its callback at once
+     * and borrows the delivery's (mm_msg_ref copies them). */
+    bool borrow = in.borrowed && !mms.is_stream && !mms.is_error;
+    if (rc == MM_OK && in.borrowed && !borrow)
         rc = mmi_buf_append(&in.buf, in.data, in.len);
-    if (rc == MM_OK && (rc = mmi_msg_set_body(m, NULL, 0, false, &in.buf)) == MM_EDECODE)
-        snprintf(err, errlen, "body is not valid msgpack");
+    if (rc == MM_OK) {
+        rc = borrow ? mmi_msg_set_body(m, in.data, in.len, true, NULL)
+                    : mmi_msg_set_body(m, NULL, 0, false, &in.buf);
+        if (rc == MM_EDECODE)
+            snprintf(err, errlen, "body is not valid msgpack");
+    }
     mmi_wire_in_free(&in);
     if (rc == MM_OK && mms.is_error)
         read_error(m);
@@ -599,7 +607,9 @@ static struct mmi_req *
 req_new(mm_t *mm, const char *service, const char *route, const mm_request_opts_t *o, mm_msg_fn fn,
         void *ud)
 {
-    struct mmi_req *q = calloc(1, sizeof *q);
+    /* The timer's event lives after the struct: one allocation per request. */
+    size_t head = (sizeof(struct mmi_req) + 15) & ~(size_t) 15;
+    struct mmi_req *q = calloc(1, head + event_get_struct_event_size());
     if (q == NULL)
         return NULL;
     *q = (struct mmi_req){
@@ -607,9 +617,9 @@ req_new(mm_t *mm, const char *service, const char *route, const mm_request_opts_
     q->timeout_ms = o->timeout_ms == 0 ? (int64_t) mm->opts.request_timeout_ms : o->timeout_ms;
     mmi_make_id(mm, q->corr);
     mmi_join(q->target, sizeof q->target, service, route);
-    if (q->timeout_ms > 0 && (q->timer = evtimer_new(mm->base, on_timeout, q)) == NULL) {
-        free(q);
-        return NULL;
+    if (q->timeout_ms > 0) {
+        q->timer = (struct event *) ((char *) q + head);
+        evtimer_assign(q->timer, mm->base, on_timeout, q);
     }
     return q;
 }
