@@ -40,6 +40,8 @@ const bench_scenario_t bench_scenarios[BENCH_SCENARIOS] = {
      2000, {"mm", "mm"}, {0, 1}, {0, 0}, 0, "micromsg", "micromsg + QoS"},
     /* The same bytes on the wire: raw rabbitmq-c sending micromsg's properties
      * (-H), to tell the protocol's cost from the implementation's. */
+    {"rpc1h", "RPC, 1 in flight, same bytes", "rpc-server", "rpc-client", 1, 0, 20000, 1000,
+     300, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
     {"rpc16h", "RPC, 16 in flight, same bytes", "rpc-server", "rpc-client", 16, 0, 40000, 4000,
      1000, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
     {"eventsh", "events, same bytes", "ev-listen", "ev-emit", 1, 0, 100000, 10000, 2000,

@@ -36,7 +36,7 @@ typedef struct {
     const char *a_name, *b_name;
 } bench_scenario_t;
 
-#define BENCH_SCENARIOS 10
+#define BENCH_SCENARIOS 11
 extern const bench_scenario_t bench_scenarios[BENCH_SCENARIOS];
 
 int bench_suite_run(const bench_suite_t *s);

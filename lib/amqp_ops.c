@@ -291,6 +291,30 @@ mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue)
     return after_send(mm, amqp_send_method(mm->conn, ch, AMQP_BASIC_NACK_METHOD, &m), "basic.nack");
 }
 
+/* Properties already encoded (the outbox keeps them so): as they are through
+ * our writer; rabbitmq-c's path (TLS) wants them decoded again. */
+int
+mmi_publish_encoded(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
+                    bool mandatory, amqp_bytes_t props, amqp_bytes_t body)
+{
+    int rc = check_open(mm, ch);
+    if (rc != MM_OK)
+        return rc;
+    if (mm->wr_fd >= 0)
+        return mmi_writer_publish_encoded(mm, ch, amqp_cstring_bytes(exchange),
+                                          amqp_cstring_bytes(routing_key), mandatory, props, body);
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 1024);
+    void *decoded = NULL;
+    if (amqp_decode_properties(AMQP_BASIC_CLASS, &pool, props, &decoded) != AMQP_STATUS_OK) {
+        empty_amqp_pool(&pool);
+        return mmi_fail(mm, MM_ENOMEM, "out of memory");
+    }
+    rc = mmi_publish(mm, ch, exchange, routing_key, mandatory, decoded, body);
+    empty_amqp_pool(&pool);
+    return rc;
+}
+
 int
 mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key, bool mandatory,
             const amqp_basic_properties_t *props, amqp_bytes_t body)

@@ -283,6 +283,10 @@ bool mmi_writer_due(const mm_t *mm); /* buffered long enough to write inside a d
 int mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
                        bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body);
 int mmi_writer_method(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *decoded);
+/* The same with the properties already encoded (amqp_encode_properties). */
+int mmi_writer_publish_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t exchange,
+                               amqp_bytes_t routing_key, bool mandatory, amqp_bytes_t props,
+                               amqp_bytes_t body);
 void mmi_pump_stop(mm_t *mm);
 void mmi_pump_kick(mm_t *mm);
 void mmi_frame_dispatch(mm_t *mm, const amqp_frame_t *f);
@@ -325,6 +329,8 @@ int mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, boo
                       char *ret_tag, size_t tag_len);
 int mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple);
 int mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue);
+int mmi_publish_encoded(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
+                        bool mandatory, amqp_bytes_t props, amqp_bytes_t body);
 int mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
                 bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body);
 

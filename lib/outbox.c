@@ -25,9 +25,9 @@ typedef struct mmi_out {
     void *ud;
     size_t size;
     bool mandatory;
-    amqp_basic_properties_t props; /* strings point into data; headers decoded at send */
-    amqp_bytes_t headers_enc, body;
-    char *exchange, *routing_key, *message_id;
+    amqp_bytes_t props, body; /* props encoded as on the wire; both in data */
+    char *exchange, *routing_key;
+    char message_id[37]; /* a confirmed send's, to recognise its basic.return; else "" */
     char data[];
 } mmi_out_t;
 
@@ -36,7 +36,6 @@ struct mmi_outbox {
     size_t bytes, count;
     uint64_t next_seq;
     struct event *ev_done, *timer;
-    amqp_pool_t pool; /* the header table of one send */
 };
 
 static void
@@ -176,7 +175,6 @@ outbox_init(mm_t *mm)
         free(ob);
         return mmi_fail(mm, MM_ENOMEM, "out of memory");
     }
-    init_amqp_pool(&ob->pool, 1024);
     ob->next_seq = 1; /* delivery tags count from 1 after confirm.select */
     mm->outbox = ob;
     return MM_OK;
@@ -184,27 +182,39 @@ outbox_init(mm_t *mm)
 
 /* ---- entries ---- */
 
-/* The header table, encoded (NULL table: none). */
-static int
-encode_headers(const amqp_basic_properties_t *p, amqp_bytes_t *out)
+/* A confirmed send carries a message id (basic.return has no delivery tag):
+ * the caller's, else a fresh one. */
+static void
+message_id(mm_t *mm, amqp_basic_properties_t *p, char id[37])
 {
-    *out = (amqp_bytes_t){0, NULL};
-    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
-        return MM_OK;
-    for (size_t cap = 512;; cap *= 2) {
-        void *buf = malloc(cap);
-        if (buf == NULL)
-            return MM_ENOMEM;
-        size_t off = 0;
-        int st = amqp_encode_table((amqp_bytes_t){cap, buf}, (amqp_table_t *) &p->headers, &off);
-        if (st == AMQP_STATUS_OK) {
-            *out = (amqp_bytes_t){off, buf};
-            return MM_OK;
-        }
-        free(buf);
-        if (st != AMQP_STATUS_TABLE_TOO_BIG || cap > (64u << 20))
-            return MM_EINVAL;
+    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+        snprintf(id, 37, "%.*s", (int) p->message_id.len, (const char *) p->message_id.bytes);
+        return;
     }
+    mmi_make_id(mm, id);
+    p->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    p->message_id = amqp_cstring_bytes(id);
+}
+
+/* The properties as they go on the wire: kept encoded, they take half the
+ * memory of the decoded struct and its strings, and are written as they are.
+ * `stack` serves the usual sizes; larger ones are allocated (*heap). */
+static int
+encode_props(const amqp_basic_properties_t *p, amqp_bytes_t stack, amqp_bytes_t *out, void **heap)
+{
+    *heap = NULL;
+    int n = amqp_encode_properties(AMQP_BASIC_CLASS, (void *) p, stack);
+    for (size_t cap = stack.len * 2; n < 0 && cap <= (64u << 20); cap *= 2) {
+        free(*heap);
+        if ((*heap = malloc(cap)) == NULL)
+            return MM_ENOMEM;
+        n = amqp_encode_properties(AMQP_BASIC_CLASS, (void *) p, (amqp_bytes_t){cap, *heap});
+        stack = (amqp_bytes_t){cap, *heap};
+    }
+    if (n < 0)
+        return MM_EINVAL;
+    *out = (amqp_bytes_t){(size_t) n, stack.bytes};
+    return MM_OK;
 }
 
 /* Copy `b` to *at and point `dst` there. */
@@ -226,82 +236,34 @@ put_str(char **at, const char *s)
     return d;
 }
 
-#define SHORT_STRS(X)                                                                              \
-    X(AMQP_BASIC_CONTENT_TYPE_FLAG, content_type)                                                  \
-    X(AMQP_BASIC_CONTENT_ENCODING_FLAG, content_encoding)                                          \
-    X(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id)                                              \
-    X(AMQP_BASIC_REPLY_TO_FLAG, reply_to)                                                          \
-    X(AMQP_BASIC_EXPIRATION_FLAG, expiration)                                                      \
-    X(AMQP_BASIC_MESSAGE_ID_FLAG, message_id)                                                      \
-    X(AMQP_BASIC_TYPE_FLAG, type)                                                                  \
-    X(AMQP_BASIC_USER_ID_FLAG, user_id)                                                            \
-    X(AMQP_BASIC_APP_ID_FLAG, app_id)                                                              \
-    X(AMQP_BASIC_CLUSTER_ID_FLAG, cluster_id)
-
-static size_t
-props_size(const amqp_basic_properties_t *p)
-{
-    size_t n = 0;
-#define SIZE_(flag, field)                                                                         \
-    if (p->_flags & (flag))                                                                        \
-        n += p->field.len;
-    SHORT_STRS(SIZE_)
-#undef SIZE_
-    return n;
-}
-
-static void
-props_copy(char **at, amqp_basic_properties_t *d, const amqp_basic_properties_t *p)
-{
-    *d = *p;
-    d->headers = (amqp_table_t){0, NULL};
-#define COPY_(flag, field)                                                                         \
-    if (p->_flags & (flag))                                                                        \
-        put(at, &d->field, p->field);
-    SHORT_STRS(COPY_)
-#undef COPY_
-}
-
 static mmi_out_t *
 entry_new(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn done, void *ud)
 {
-    amqp_bytes_t hdr;
-    if (encode_headers(m->props, &hdr) != MM_OK)
+    amqp_basic_properties_t p = *m->props;
+    char id[37] = "";
+    if (flags & MMI_OUT_CONFIRM)
+        message_id(mm, &p, id);
+    uint8_t stack[1024];
+    amqp_bytes_t enc;
+    void *heap;
+    if (encode_props(&p, (amqp_bytes_t){sizeof stack, stack}, &enc, &heap) != MM_OK)
         return NULL;
-    size_t n = props_size(m->props) + hdr.len + m->body.len + strlen(m->exchange) +
-               strlen(m->routing_key) + 2 + 37;
+    size_t n = enc.len + m->body.len + strlen(m->exchange) + strlen(m->routing_key) + 2;
     mmi_out_t *e = malloc(sizeof *e + n);
     if (e != NULL) {
         *e = (mmi_out_t){.flags = flags, .done = done, .ud = ud, .mandatory = m->mandatory};
         e->size = sizeof *e + n;
+        memcpy(e->message_id, id, sizeof id);
         char *at = e->data;
-        props_copy(&at, &e->props, m->props);
-        put(&at, &e->headers_enc, hdr);
+        put(&at, &e->props, enc);
         put(&at, &e->body, m->body);
         e->exchange = put_str(&at, m->exchange);
         e->routing_key = put_str(&at, m->routing_key);
-        e->message_id = at; /* set by tag_message when the send is confirmed */
-        e->message_id[0] = '\0';
         int64_t t = mm->opts.send_timeout_ms;
         e->deadline = t > 0 ? (int64_t) mmi_now_ms() + t : 0;
     }
-    free(hdr.bytes);
+    free(heap);
     return e;
-}
-
-/* basic.return carries no delivery tag: a confirmed send is recognised by its
- * message id, set here when the caller did not set one. */
-static void
-tag_message(mm_t *mm, mmi_out_t *e)
-{
-    if (e->props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-        snprintf(e->message_id, 37, "%.*s", (int) e->props.message_id.len,
-                 (const char *) e->props.message_id.bytes);
-        return;
-    }
-    mmi_make_id(mm, e->message_id);
-    e->props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-    e->props.message_id = amqp_cstring_bytes(e->message_id);
 }
 
 /* ---- writing ---- */
@@ -321,14 +283,7 @@ write_entry(mm_t *mm, mmi_out_t *e)
     int rc = mmi_pub_channel(mm, confirm, strcmp(e->exchange, MMI_PUBSUB) == 0, &ch);
     if (rc != MM_OK)
         return rc;
-    amqp_basic_properties_t props = e->props;
-    if (e->headers_enc.len > 0) {
-        size_t off = 0;
-        if (amqp_decode_table(e->headers_enc, &ob->pool, &props.headers, &off) != AMQP_STATUS_OK)
-            return mmi_fail(mm, MM_ENOMEM, "out of memory");
-    }
-    rc = mmi_publish(mm, ch, e->exchange, e->routing_key, e->mandatory, &props, e->body);
-    recycle_amqp_pool(&ob->pool);
+    rc = mmi_publish_encoded(mm, ch, e->exchange, e->routing_key, e->mandatory, e->props, e->body);
     if (rc == MM_OK && confirm)
         e->node.seq = ob->next_seq++;
     return rc;
@@ -401,8 +356,6 @@ mmi_outbox_send(mm_t *mm, const mmi_out_msg_t *m, unsigned flags, mmi_sent_fn do
         return mmi_fail(mm, MM_EFULL, "send buffer full (%zu bytes waiting or unconfirmed)",
                         ob->bytes);
     }
-    if (flags & MMI_OUT_CONFIRM)
-        tag_message(mm, e);
     ob->bytes += e->size;
     ob->count++;
     push(&ob->wait, e);
@@ -534,7 +487,6 @@ mmi_outbox_free(mm_t *mm)
     }
     event_free(ob->ev_done);
     event_free(ob->timer);
-    empty_amqp_pool(&ob->pool);
     free(ob);
     mm->outbox = NULL;
 }

@@ -23,10 +23,10 @@
 
 #include "internal.h"
 
-#define FRAME_OVERHEAD 8        /* type, channel, size ... frame-end */
-#define FLUSH_AT (64u * 1024u)  /* written at once beyond this */
-#define KEEP_CAP (256u * 1024u) /* a buffer grown past this is given back after a flush */
-#define HOLD_MS 2               /* the longest a frame waits inside a long drain */
+#define FRAME_OVERHEAD 8       /* type, channel, size ... frame-end */
+#define FLUSH_AT (16u * 1024u) /* written at once beyond this */
+#define KEEP_CAP (64u * 1024u) /* a buffer grown past this is given back after a flush */
+#define HOLD_MS 2              /* the longest a frame waits inside a long drain */
 
 void
 mmi_writer_start(mm_t *mm)
@@ -227,6 +227,41 @@ mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t ro
     int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, &m, 0);
     if (rc == MM_OK)
         rc = put_encoded(mm, AMQP_FRAME_HEADER, ch, AMQP_BASIC_CLASS, p, body.len);
+    if (rc == MM_OK)
+        rc = put_body(mm, ch, body);
+    return rc == MM_OK ? written(mm, start) : put_failed(mm, start, rc);
+}
+
+/* A content header whose property list is already encoded. */
+static int
+put_header_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t props, uint64_t body_len)
+{
+    size_t payload = 12 + props.len;
+    if (payload + FRAME_OVERHEAD > (size_t) amqp_get_frame_max(mm->conn))
+        return MM_ETOOBIG;
+    if (reserve(mm, payload + FRAME_OVERHEAD) != MM_OK)
+        return MM_ENOMEM;
+    uint8_t *p = mm->wr_buf + mm->wr_len;
+    put_head(p, AMQP_FRAME_HEADER, ch, (uint32_t) payload);
+    put_u16(p + 7, AMQP_BASIC_CLASS);
+    put_u16(p + 9, 0); /* weight */
+    put_u64(p + 11, body_len);
+    memcpy(p + 19, props.bytes, props.len);
+    p[7 + payload] = AMQP_FRAME_END;
+    mm->wr_len += payload + FRAME_OVERHEAD;
+    return MM_OK;
+}
+
+int
+mmi_writer_publish_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                           bool mandatory, amqp_bytes_t props, amqp_bytes_t body)
+{
+    size_t start = mm->wr_len;
+    amqp_basic_publish_t m = {
+        .exchange = exchange, .routing_key = routing_key, .mandatory = mandatory};
+    int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, &m, 0);
+    if (rc == MM_OK)
+        rc = put_header_encoded(mm, ch, props, body.len);
     if (rc == MM_OK)
         rc = put_body(mm, ch, body);
     return rc == MM_OK ? written(mm, start) : put_failed(mm, start, rc);

@@ -255,6 +255,81 @@ START_TEST(tls_connects_and_verifies_the_broker)
 }
 END_TEST
 
+/* Over TLS rabbitmq-c writes (our own writer needs the plain socket), and a
+ * confirmed send's properties, kept encoded, are decoded again for it. */
+struct tls_seen {
+    bool task, event, sent;
+    int sent_status;
+};
+
+static void
+on_tls_route(mm_msg_t *msg, void *ud)
+{
+    struct tls_seen *s = ud;
+    size_t len;
+    const void *body = mm_msg_body_raw(msg, &len);
+    if (mm_msg_kind_of(msg) == MM_MSG_TASK) {
+        s->task = true;
+        ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+    } else {
+        ck_assert_int_eq(mm_msg_reply(msg, body, len), MM_OK);
+    }
+}
+
+static void
+on_tls_event(mm_msg_t *msg, void *ud)
+{
+    (void) msg;
+    ((struct tls_seen *) ud)->event = true;
+}
+
+static void
+on_tls_sent(mm_t *mm, int status, void *ud)
+{
+    (void) mm;
+    struct tls_seen *s = ud;
+    s->sent_status = status;
+    s->sent = true;
+}
+
+START_TEST(tls_carries_requests_confirmed_tasks_and_events)
+{
+    char uri[1024], svc[64];
+    snprintf(uri, sizeof uri, "%s?cacertfile=%s", tls_env("MM_TEST_TLS_URI"),
+             tls_env("MM_TEST_TLS_CA"));
+    struct event_base *base = mmt_base_new();
+    mmt_unique("t-tls", svc, sizeof svc);
+    mm_t *a = mmt_instance(base, svc, NULL, NULL),
+         *b = mmt_instance(base, "t-tls-client", NULL, NULL);
+    struct tls_seen seen = {0};
+    mmt_handle(a, "echo", on_tls_route, &seen, 0);
+    ck_assert_int_eq(mm_listen(a, NULL, "news", on_tls_event, &seen, NULL, NULL), MM_OK);
+    ck_assert_msg(mm_connect(a, uri) == MM_OK, "%s", mm_last_error(a));
+    ck_assert_msg(mm_connect(b, uri) == MM_OK, "%s", mm_last_error(b));
+    ck_assert_int_lt(b->wr_fd, 0); /* rabbitmq-c's TLS path, not our writer */
+    struct mmt_probe p = {0};
+    static const uint8_t body[] = {0xa2, 'h', 'i'}; /* msgpack "hi" */
+    ck_assert_int_eq(mm_request(b, svc, "echo", body, sizeof body, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
+    mm_send_opts_t so = MM_SEND_OPTS_INIT;
+    so.on_sent = on_tls_sent;
+    so.sent_ud = &seen;
+    ck_assert_int_eq(mm_task(b, svc, "echo", body, sizeof body, &so), MM_OK);
+    ck_assert_int_eq(mm_emit(b, svc, "news", body, sizeof body, NULL), MM_OK);
+    MMT_WAIT(base, p.done, mmt_scale(5000));
+    ck_assert_int_eq(p.status, MM_OK);
+    ck_assert_str_eq(p.str, "hi");
+    MMT_WAIT(base, seen.sent, mmt_scale(5000));
+    ck_assert_int_eq(seen.sent_status, MM_OK);
+    MMT_WAIT(base, seen.task, mmt_scale(5000));
+    MMT_WAIT(base, seen.event, mmt_scale(5000));
+    mmt_probe_free(&p);
+    mm_free(a);
+    mm_free(b);
+    mmt_base_free(base);
+}
+END_TEST
+
 START_TEST(tls_refuses_an_unknown_ca_and_a_wrong_host_name)
 {
     mm_t *mm = mm_new("t-connect", NULL);
@@ -441,6 +516,7 @@ main(void)
     tcase_add_test(tc, tls_to_a_plain_port_gives_ETLS);
     tcase_add_test(tc, tls_connects_and_verifies_the_broker);
     tcase_add_test(tc, tls_refuses_an_unknown_ca_and_a_wrong_host_name);
+    tcase_add_test(tc, tls_carries_requests_confirmed_tasks_and_events);
     tcase_add_test(tc, free_leaves_no_events_on_the_callers_base);
     tcase_add_test(tc, free_from_inside_a_callback_is_deferred);
     tcase_add_test(tc, free_from_a_callback_inside_mm_run_ends_the_run);
