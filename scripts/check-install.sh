@@ -13,6 +13,7 @@ pc=$(find "$stage" -name micromsg.pc | head -n 1)
 [ -n "$pc" ] || { echo "check-install: micromsg.pc not installed" >&2; exit 1; }
 find "$stage" -name micromsg.h | grep -q . || { echo "check-install: header not installed" >&2; exit 1; }
 find "$stage" -name 'libmicromsg.a' | grep -q . || { echo "check-install: static library not installed" >&2; exit 1; }
+find "$stage" -path '*/man3/mm_connect.3' | grep -q . || { echo "check-install: man pages not installed" >&2; exit 1; }
 so=$(find "$stage" -name 'libmicromsg.so.0' | head -n 1)
 [ -n "$so" ] || { echo "check-install: shared library (SONAME libmicromsg.so.0) not installed" >&2; exit 1; }
 
