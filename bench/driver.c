@@ -64,6 +64,8 @@ add_arg(char **argv, int *argc, const char *a)
     argv[(*argc)++] = (char *) a;
 }
 
+static const char *role_verb = "role";
+
 static int
 spawn(proc_t *p, const char *impl, const char *role, const char *const *opts)
 {
@@ -82,7 +84,7 @@ spawn(proc_t *p, const char *impl, const char *role, const char *const *opts)
     char *argv[32];
     int argc = 0;
     add_arg(argv, &argc, "mm_bench");
-    add_arg(argv, &argc, "role");
+    add_arg(argv, &argc, role_verb);
     add_arg(argv, &argc, impl);
     add_arg(argv, &argc, role);
     for (int i = 0; opts[i] != NULL && argc < 31; i++)
@@ -269,6 +271,22 @@ selected(const bench_suite_t *s, const char *id)
     return 0;
 }
 
+/* [#####.....] 12/66 rpc16 micromsg, rewritten in place */
+static void
+progress_bar(int done, int total, const bench_scenario_t *sc, int side)
+{
+    char bar[31];
+    int fill = total > 0 ? done * 30 / total : 30;
+    for (int i = 0; i < 30; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[30] = '\0';
+    fprintf(stderr, "\r  [%s] %d/%d %-8s %-22s", bar, done, total, sc->id,
+            side ? sc->b_name : sc->a_name);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
 static void
 progress(const bench_scenario_t *sc, int side, int round, const bench_run_t *r)
 {
@@ -286,9 +304,11 @@ bench_suite_run(const bench_suite_t *s)
     if (rounds > 16)
         rounds = 16;
     static bench_run_t runs[BENCH_SCENARIOS][2][16];
-    int ran[BENCH_SCENARIOS] = {0}, failed = 0;
+    int ran[BENCH_SCENARIOS] = {0}, failed = 0, done = 0, total = 0;
     for (int i = 0; i < BENCH_SCENARIOS; i++)
-        ran[i] = selected(s, bench_scenarios[i].id);
+        total += 2 * rounds * (ran[i] = selected(s, bench_scenarios[i].id));
+    if (s->role_verb != NULL)
+        role_verb = s->role_verb;
     signal(SIGPIPE, SIG_IGN);
     for (int round = 0; round < rounds; round++)
         for (int i = 0; i < BENCH_SCENARIOS; i++)
@@ -296,13 +316,17 @@ bench_suite_run(const bench_suite_t *s)
                 /* A B, then B A: whatever drifts within a round (the broker's
                  * state, the machine's load) favours neither side. */
                 int side = round % 2 ? 1 - k : k;
-                if (run_once(s, &bench_scenarios[i], side, round, &runs[i][side][round]) != 0) {
+                int rc = run_once(s, &bench_scenarios[i], side, round, &runs[i][side][round]);
+                if (rc != 0)
                     ran[i] = -1;
-                    failed = 1;
-                } else {
+                failed |= rc != 0;
+                if (s->bar)
+                    progress_bar(++done, total, &bench_scenarios[i], side);
+                else if (rc == 0)
                     progress(&bench_scenarios[i], side, round, &runs[i][side][round]);
-                }
             }
+    if (s->bar && done < total) /* a scenario failed: its runs were skipped */
+        fputc('\n', stderr);
     bench_report(s, rounds, runs, ran);
     return failed;
 }

@@ -8,10 +8,12 @@
 
 typedef struct {
     const char *uri;
-    int quick;        /* a tenth of the counts: a smoke run well under a minute */
-    int rounds;       /* 0: 5, or 3 with quick */
-    const char *only; /* comma-separated scenario ids, or NULL: all */
-    const char *out;  /* also write the report to this file, or NULL */
+    int quick;             /* a tenth of the counts: a smoke run well under a minute */
+    int rounds;            /* 0: 5, or 3 with quick */
+    const char *only;      /* comma-separated scenario ids, or NULL: all */
+    const char *out;       /* also write the report to this file, or NULL */
+    const char *role_verb; /* how this program is told to run a role; NULL: "role" */
+    int bar;               /* one progress bar line on stderr instead of a line per run */
 } bench_suite_t;
 
 /* One run of one side of a scenario, from its roles' RESULT lines. */

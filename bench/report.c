@@ -133,14 +133,18 @@ cpu_table(FILE *f, int rounds, runs_t runs, const int *ran)
             continue;
         bench_run_t(*r)[16] = runs[i];
         double cr = MED(r, rounds, ccpu, -1);
+        char broker[48] = "– / –"; /* unknown without $MM_BENCH_BROKER_PID */
+        if (MED(r, rounds, bcpu, 0) >= 0)
+            snprintf(broker, sizeof broker, "%.1f / %.1f", MED(r, rounds, bcpu, 0),
+                     MED(r, rounds, bcpu, 1));
         fprintf(f,
-                "| %s | %.2f / %.2f | %.2f %s | %.2f / %.2f | %.2f | %.1f / %.1f | %.0f / %.0f | "
+                "| %s | %.2f / %.2f | %.2f %s | %.2f / %.2f | %.2f | %s | %.0f / %.0f | "
                 "%.0f / %.0f |\n",
                 bench_scenarios[i].title, MED(r, rounds, ccpu, 0), MED(r, rounds, ccpu, 1), cr,
                 bench_scenarios[i].target > 0 ? verdict(cr, CPU_TARGET, 0) : "",
-                MED(r, rounds, scpu, 0), MED(r, rounds, scpu, 1), MED(r, rounds, scpu, -1),
-                MED(r, rounds, bcpu, 0), MED(r, rounds, bcpu, 1), MED(r, rounds, crss, 0),
-                MED(r, rounds, crss, 1), MED(r, rounds, srss, 0), MED(r, rounds, srss, 1));
+                MED(r, rounds, scpu, 0), MED(r, rounds, scpu, 1), MED(r, rounds, scpu, -1), broker,
+                MED(r, rounds, crss, 0), MED(r, rounds, crss, 1), MED(r, rounds, srss, 0),
+                MED(r, rounds, srss, 1));
     }
 }
 

@@ -34,6 +34,12 @@
 
 typedef int (*bench_role_fn)(const bench_args_t *a);
 
+/* "<prog> <verb> raw|mm ROLE [options]": parses the options, runs the role;
+ * the exit status (role_main.c). */
+int bench_role_main(int argc, char **argv);
+/* $MM_URI, else amqp://guest:guest@127.0.0.1:5672/ */
+const char *bench_default_uri(void);
+
 int raw_rpc_server(const bench_args_t *a);
 int raw_rpc_client(const bench_args_t *a);
 int raw_ev_listen(const bench_args_t *a);
