@@ -76,4 +76,3 @@ bench_role_main(int argc, char **argv)
             return ROLES[i].fn(&a);
     bench_die("no role %s %s", argv[2], argv[3]);
 }
-
