@@ -1,0 +1,113 @@
+/*
+ * mmctl: talk to micromsg services from the command line, in the manner of
+ * the `nats` CLI. This file holds the verb table, the usage texts and main:
+ * the command line is parsed (args.c), then the verb runs and its return is
+ * the exit code.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "mmctl.h"
+
+static const struct mmctl_verb verbs[] = {
+    {"request", mmctl_request, 2, 3, MMCTL_F_RAW, "request SERVICE ROUTE [BODY] [--raw]",
+     "Send a request and print the answer's body (a streamed answer: one line per part)."},
+    {"reply", mmctl_reply, 2, 3, MMCTL_F_RAW | MMCTL_F_ECHO | MMCTL_F_COUNT,
+     "reply SERVICE ROUTE [BODY] [--echo] [--raw] [--count N]",
+     "Serve a route: answer every request with BODY (none: an empty answer), or with the\n"
+     "request's own body (--echo); one line per request served. Runs until Ctrl-C or N served."},
+    {"emit", mmctl_emit, 2, 3, MMCTL_F_RAW | MMCTL_F_COUNT,
+     "emit TARGET ROUTE [BODY] [--raw] [--count N]",
+     "Emit an event (N times) to TARGET.ROUTE and wait for the broker's confirms."},
+    {"listen", mmctl_listen, 2, 2, MMCTL_F_COUNT, "listen TARGET ROUTE [--count N]",
+     "Print the events of TARGET.ROUTE (wildcards: * one word, # any), one line each\n"
+     "(\"[#n] ROUTE BODY\"; --json: an object with the route, headers and body)."},
+    {"task", mmctl_task, 2, 3, MMCTL_F_RAW | MMCTL_F_COUNT,
+     "task SERVICE ROUTE [BODY] [--raw] [--count N]",
+     "Queue a task (N times) and wait for the broker's confirms; exit 4 when no queue\n"
+     "exists for the route (nobody ever handled it)."},
+    {"work", mmctl_work, 2, 2, MMCTL_F_COUNT, "work SERVICE ROUTE [--count N]",
+     "Take tasks of SERVICE.ROUTE, print and ack them (a request there gets an empty\n"
+     "answer). Runs until Ctrl-C or N taken."},
+    {"stat", mmctl_stat, 2, 2, 0, "stat SERVICE ROUTE",
+     "Print the messages ready in the route's request queue and its consumers;\n"
+     "exit 4 when the queue does not exist."},
+    {"status", mmctl_status, 1, 1, 0, "status SERVICE",
+     "Print the members of a service (id, ready, leader, uptime, memory, peers they know);\n"
+     "exit 4 when no instance answered. --json: one object per member."},
+    {"leader", mmctl_leader, 1, 1, 0, "leader SERVICE",
+     "Wait (--timeout, default 5000 ms) for the service's leader and print its id;\n"
+     "exit 3 when there is none in time."},
+    {"join", mmctl_join, 1, 1, MMCTL_F_COUNT, "join SERVICE [--count N]",
+     "Run an instance of SERVICE that takes part in the election and print every change of\n"
+     "leader (\"leader: ID\", \"stepUp: ID\" when it leads). Until Ctrl-C or N changes."},
+};
+
+#define N_VERBS (sizeof verbs / sizeof verbs[0])
+
+static const struct mmctl_verb *
+find_verb(const char *name)
+{
+    for (size_t i = 0; i < N_VERBS; i++) {
+        if (strcmp(verbs[i].name, name) == 0)
+            return &verbs[i];
+    }
+    return NULL;
+}
+
+static const char global_help[] =
+    "Global options (before or after the verb):\n"
+    "  --uri URI         broker (default: $MM_URI, $RABBITMQ_URI, amqp://localhost:5672,\n"
+    "                    user guest)\n"
+    "  --json            machine-readable output: one JSON object per line\n"
+    "  --codec C         wire encoding of what is sent: msgpack (default) or json\n"
+    "  --timeout MS      request timeout (default: the library's, 120000); the wait of\n"
+    "                    leader (5000) and of the confirms of emit and task (10000)\n"
+    "  -v, -vv           library logs (info, debug) on stderr\n"
+    "  -h, --help        this text, or the verb's\n"
+    "\n"
+    "Bodies: JSON text, packed as msgpack (\"-\": read from stdin); --raw sends the\n"
+    "argument's bytes as a msgpack bin. Bodies are printed as JSON; a bin (or a string\n"
+    "that is not UTF-8) as {\"$bin\": \"<base64>\"}, an ext as {\"$ext\": T, \"$bin\": ...}.\n"
+    "Serving verbs (reply, listen, work, join) print \"mmctl: ready: ...\" on stderr\n"
+    "once they consume.\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  ok                    3  timeout (no answer, no leader)\n"
+    "  1  other failure         4  no route: nobody handles it, unroutable, no queue\n"
+    "  2  remote error          64 usage: unknown verb or option, missing argument\n"
+    "  65 invalid body (bad JSON)   69 broker unreachable (connect failed)\n";
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: mmctl VERB [ARGS] [OPTIONS]\n\nVerbs:\n");
+    for (size_t i = 0; i < N_VERBS; i++)
+        fprintf(f, "  %s\n", verbs[i].synopsis);
+    fprintf(f, "\n%s", global_help);
+}
+
+static void
+verb_usage(const struct mmctl_verb *v)
+{
+    printf("usage: mmctl %s\n\n%s\n\n%s", v->synopsis, v->help, global_help);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct mmctl_args a;
+    int rc = mmctl_parse(argc, argv, &a, find_verb);
+    if (rc != MMCTL_EXIT_OK)
+        return rc;
+    if (a.verb == NULL) {
+        usage(a.help ? stdout : stderr);
+        return a.help ? MMCTL_EXIT_OK : MMCTL_EXIT_USAGE;
+    }
+    const struct mmctl_verb *v = find_verb(a.verb);
+    if (a.help) {
+        verb_usage(v);
+        return MMCTL_EXIT_OK;
+    }
+    return v->run(&a);
+}
