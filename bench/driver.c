@@ -6,6 +6,7 @@
 #include "driver.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -285,6 +286,23 @@ progress_bar(int done, int total, const bench_scenario_t *sc, int side)
     if (done == total)
         fputc('\n', stderr);
     fflush(stderr);
+}
+
+const char *
+bench_unknown_scenario(const char *only)
+{
+    static char id[32];
+    for (const char *p = only; p != NULL && *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        snprintf(id, sizeof id, "%.*s", (int) n, p);
+        bool known = false;
+        for (int i = 0; i < BENCH_SCENARIOS && !known; i++)
+            known = strcmp(bench_scenarios[i].id, id) == 0;
+        if (!known)
+            return id;
+        p += n + (p[n] == ',');
+    }
+    return NULL;
 }
 
 static void

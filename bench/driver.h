@@ -42,6 +42,9 @@ typedef struct {
 extern const bench_scenario_t bench_scenarios[BENCH_SCENARIOS];
 
 int bench_suite_run(const bench_suite_t *s);
+/* NULL when every id of the comma-separated list names a scenario, else the
+ * first unknown one (in a static buffer). */
+const char *bench_unknown_scenario(const char *only);
 
 /* report.c: runs[scenario][side][round], ok[scenario] when every run worked */
 void bench_report(const bench_suite_t *s, int rounds, bench_run_t (*runs)[2][16], const int *ran);

@@ -53,5 +53,9 @@ main(int argc, char **argv)
     }
     if (optind != argc || s.rounds < 0)
         return usage();
+    if (bench_unknown_scenario(s.only) != NULL) {
+        fprintf(stderr, "mm_bench: no scenario '%s'\n", bench_unknown_scenario(s.only));
+        return usage();
+    }
     return bench_suite_run(&s);
 }

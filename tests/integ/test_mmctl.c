@@ -519,6 +519,21 @@ START_TEST(usage_errors_exit_64)
 }
 END_TEST
 
+/* The benchmark's quick run: both sides of one scenario, then the table. */
+START_TEST(bench_runs_a_scenario_and_prints_the_table)
+{
+    struct child *c = run_(SPAWN("bench", "rpc16", "--count", "1"));
+    ck_assert_msg(c->status == 0, "exit %d, stderr: %s", c->status, c->buf[1]);
+    assert_has(c->buf[0], "| RPC, 16 in flight | raw rabbitmq-c | micromsg |");
+    assert_has(c->buf[0], "largest peak RSS of a micromsg process");
+    ck_assert_ptr_null(strstr(c->buf[0], "events end to end")); /* only the one asked for */
+    F.n--;
+    c = RUN("bench", "nosuch");
+    ck_assert_int_eq(c->status, 64);
+    assert_one_line(c);
+}
+END_TEST
+
 START_TEST(bad_json_exits_65)
 {
     struct child *c = RUN("request", F.service, F.route, "{bad");
@@ -582,6 +597,7 @@ suite(void)
     tc = mmt_tcase(s, "mistakes", setup, teardown, 60);
     tcase_add_test(tc, usage_errors_exit_64);
     tcase_add_test(tc, bad_json_exits_65);
+    tcase_add_test(tc, bench_runs_a_scenario_and_prints_the_table);
     tcase_add_test(tc, unreachable_broker_exits_69);
     return s;
 }

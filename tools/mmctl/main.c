@@ -38,6 +38,11 @@ static const struct mmctl_verb verbs[] = {
     {"leader", mmctl_leader, 1, 1, 0, "leader SERVICE",
      "Wait (--timeout, default 5000 ms) for the service's leader and print its id;\n"
      "exit 3 when there is none in time."},
+    {"bench", mmctl_bench, 0, 1, MMCTL_F_COUNT, "bench [SCENARIO,...] [--count ROUNDS]",
+     "The benchmark's quick run against the broker: micromsg and raw rabbitmq-c alternating\n"
+     "(3 rounds of short runs, about 15 s), then a Markdown table of medians, micromsg/raw\n"
+     "ratios and targets. Scenarios: rpc1 rpc16 rpc128 events tasks ptasks qos rpc1h rpc16h\n"
+     "eventsh ptasksh (default: all). bench/RESULTS.md explains the figures."},
     {"join", mmctl_join, 1, 1, MMCTL_F_COUNT, "join SERVICE [--count N]",
      "Run an instance of SERVICE that takes part in the election and print every change of\n"
      "leader (\"leader: ID\", \"stepUp: ID\" when it leads). Until Ctrl-C or N changes."},
@@ -96,6 +101,8 @@ verb_usage(const struct mmctl_verb *v)
 int
 main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], mmctl_bench_role_verb()) == 0)
+        return mmctl_bench_role(argc, argv); /* a process of `mmctl bench` */
     struct mmctl_args a;
     int rc = mmctl_parse(argc, argv, &a, find_verb);
     if (rc != MMCTL_EXIT_OK)

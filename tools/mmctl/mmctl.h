@@ -145,4 +145,9 @@ int mmctl_status(struct mmctl_args *a);
 int mmctl_leader(struct mmctl_args *a);
 int mmctl_join(struct mmctl_args *a);
 
+/* ---- bench.c: the benchmark's quick run ---- */
+int mmctl_bench(struct mmctl_args *a);
+const char *mmctl_bench_role_verb(void);     /* the hidden verb of a role process */
+int mmctl_bench_role(int argc, char **argv); /* runs one role: its exit status */
+
 #endif
