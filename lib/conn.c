@@ -102,9 +102,14 @@ open_socket(mm_t *mm, amqp_connection_state_t c, uint32_t timeout_ms, char *deta
     if (st == AMQP_STATUS_OK)
         return MM_OK;
     int err = errno;
+    /* rabbitmq-c reads the failed non-blocking connect's error with
+     * SO_ERROR but leaves errno at EINPROGRESS: that says nothing. */
+    const char *why = err == EINPROGRESS ? "refused or unreachable" : err ? strerror(err) : "";
+    bool sock = st == AMQP_STATUS_SOCKET_ERROR && *why;
     snprintf(detail, MMI_DETAIL, "connect to %s:%d: %s%s%s", mm->uri.host, mm->uri.port,
-             amqp_error_string2(st), err && st == AMQP_STATUS_SOCKET_ERROR ? ": " : "",
-             err && st == AMQP_STATUS_SOCKET_ERROR ? strerror(err) : "");
+             sock && err == EINPROGRESS ? "the TCP connection did not open"
+                                        : amqp_error_string2(st),
+             sock ? ": " : "", sock ? why : "");
     return mmi_err_from_status(st);
 }
 
