@@ -900,6 +900,12 @@ typedef struct mm_member {
     int64_t uptime_ms;
     uint64_t rss;         /* resident memory, bytes */
     uint32_t known_peers; /* its peer table, itself included */
+    /* A micromsg peer running MM_OPT_QOS says so in its heartbeat (headers
+     * beside the protocol's fields): qos 1, its level (0: paused) and its
+     * MM_PRESSURE_* flags; 0 for others. */
+    int qos;
+    uint32_t qos_level;
+    unsigned qos_pressure;
 } mm_member_t;
 
 /** The status of a service. Valid during the callback only. */

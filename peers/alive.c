@@ -27,25 +27,71 @@ mmi_peers_target(char *out, const char *service)
     snprintf(out, MMI_TARGET_MAX, "internal.%s", service);
 }
 
-/* The user-header map of a leader's heartbeat: {"x-mm-leader-since": ms}, or none. */
-static size_t
-since_header(int64_t since, char *out, size_t cap)
+static void
+pack_key(msgpack_packer *pk, const char *key)
 {
-    if (since <= 0)
+    msgpack_pack_str(pk, strlen(key));
+    msgpack_pack_str_body(pk, key, strlen(key));
+}
+
+/* The user-header map of a heartbeat: {"x-mm-leader-since": ms} from a
+ * leader, {"x-mm-qos-level": n, "x-mm-qos-pressure": flags} with QoS; or none. */
+static size_t
+alive_headers(const mm_t *mm, int64_t since, char *out, size_t cap)
+{
+    mm_qos_state_t q = {0};
+    bool qos = mm_qos_state(mm, &q) == MM_OK && q.enabled;
+    if (since <= 0 && !qos)
         return 0;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    msgpack_pack_str(&pk, strlen(MMI_H_LEADER_SINCE));
-    msgpack_pack_str_body(&pk, MMI_H_LEADER_SINCE, strlen(MMI_H_LEADER_SINCE));
-    msgpack_pack_int64(&pk, since);
+    msgpack_pack_map(&pk, (since > 0) + 2 * qos);
+    if (since > 0) {
+        pack_key(&pk, MMI_H_LEADER_SINCE);
+        msgpack_pack_int64(&pk, since);
+    }
+    if (qos) {
+        pack_key(&pk, MMI_H_QOS_LEVEL);
+        msgpack_pack_uint32(&pk, q.level);
+        pack_key(&pk, MMI_H_QOS_PRESSURE);
+        msgpack_pack_unsigned_int(&pk, q.pressure);
+    }
     size_t n = sb.size <= cap ? sb.size : 0;
     if (n > 0)
         memcpy(out, sb.data, n);
     msgpack_sbuffer_destroy(&sb);
     return n;
+}
+
+static bool
+route_is_alive(const char *route)
+{
+    return strcmp(route, "peer.alive") == 0;
+}
+
+/* A non-negative integer header below `max`, or -1. */
+static int64_t
+header_uint(mm_msg_t *msg, const char *name, uint64_t max)
+{
+    const msgpack_object *o = mm_msg_header(msg, name);
+    if (o == NULL || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 >= max)
+        return -1;
+    return (int64_t) o->via.u64;
+}
+
+void
+mmi_alive_extras(mm_msg_t *msg, mmi_member_t *r)
+{
+    int64_t since = header_uint(msg, MMI_H_LEADER_SINCE, INT64_MAX);
+    if (since >= 0)
+        r->leader_since = since;
+    int64_t level = header_uint(msg, MMI_H_QOS_LEVEL, UINT32_MAX);
+    int64_t pressure = header_uint(msg, MMI_H_QOS_PRESSURE, 8);
+    r->qos = level >= 0 && pressure >= 0;
+    r->qos_level = r->qos ? (uint32_t) level : 0;
+    r->qos_pressure = r->qos ? (unsigned) pressure : 0;
 }
 
 int
@@ -70,8 +116,8 @@ mmi_peers_send_since(mm_t *mm, const char *target, const char *route, const void
     mmi_hdrs_init(&h); /* an event's __mms is an empty table */
     mmi_wire_out_t w;
     int rc = mmi_wire_encode(mm, MM_CODEC_JSON, body, len, &w);
-    char user[64];
-    size_t ulen = since_header(since, user, sizeof user);
+    char user[128];
+    size_t ulen = route_is_alive(route) ? alive_headers(mm, since, user, sizeof user) : 0;
     if (rc == MM_OK &&
         (rc = mmi_hdrs_finish(&h, NULL, ulen ? user : NULL, ulen, err, sizeof err)) != MM_OK)
         rc = mmi_fail(mm, rc, "headers: %s", err);

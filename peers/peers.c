@@ -84,10 +84,7 @@ on_internal(mm_msg_t *msg, void *ud)
     mmi_member_t r;
     if (!mmi_alive_decode(mm, mm_msg_body(msg), mm->service, &r))
         return;
-    const msgpack_object *since = mm_msg_header(msg, MMI_H_LEADER_SINCE);
-    if (since != NULL && since->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-        since->via.u64 < INT64_MAX)
-        r.leader_since = (int64_t) since->via.u64;
+    mmi_alive_extras(msg, &r);
     heard(p, &r);
 }
 

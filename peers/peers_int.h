@@ -25,6 +25,9 @@ typedef struct mmi_member {
     uint32_t known_peers;
     uint64_t seen_ms;     /* monotonic: when it was heard */
     int64_t leader_since; /* header x-mm-leader-since of its last heartbeat; 0: none */
+    bool qos;             /* headers x-mm-qos-*: it runs MM_OPT_QOS (a micromsg peer) */
+    uint32_t qos_level;
+    unsigned qos_pressure; /* MM_PRESSURE_* */
 } mmi_member_t;
 
 /* A set of statuses keyed by id (the peer table, a query's answers). */
@@ -82,6 +85,12 @@ int mmi_peers_send(mm_t *mm, const char *target, const char *route, const void *
 int mmi_peers_send_since(mm_t *mm, const char *target, const char *route, const void *body,
                          size_t len, int64_t since);
 #define MMI_H_LEADER_SINCE "x-mm-leader-since"
+/* micromsg's extras on a heartbeat, beside __mms (PROTOCOL.md 9: invisible to
+ * a protocol-only peer): its QoS level and pressure when it runs QoS. */
+#define MMI_H_QOS_LEVEL "x-mm-qos-level"
+#define MMI_H_QOS_PRESSURE "x-mm-qos-pressure"
+/* The extras of a heard heartbeat into r (leader since, QoS). */
+void mmi_alive_extras(mm_msg_t *msg, mmi_member_t *r);
 /* The same from the loop: mm_last_error() keeps what the user's last call left. */
 int mmi_peers_send_quiet(mm_t *mm, const char *target, const char *route, const void *body,
                          size_t len);

@@ -46,8 +46,10 @@ on_watch(mm_msg_t *msg, void *ud)
 {
     struct mmi_watch *w = ud;
     mmi_member_t r;
-    if (mmi_alive_decode(w->p->mm, mm_msg_body(msg), w->service, &r))
+    if (mmi_alive_decode(w->p->mm, mm_msg_body(msg), w->service, &r)) {
+        mmi_alive_extras(msg, &r);
         mmi_status_feed(w->p, w->service, &r);
+    }
 }
 
 bool
@@ -240,7 +242,10 @@ mmi_status_report(mm_t *mm, const char *service, int code, const mmi_members_t *
                              .leader_id = r->leader_id[0] ? r->leader_id : NULL,
                              .uptime_ms = r->uptime_ms,
                              .rss = r->rss,
-                             .known_peers = r->known_peers};
+                             .known_peers = r->known_peers,
+                             .qos = r->qos,
+                             .qos_level = r->qos_level,
+                             .qos_pressure = r->qos_pressure};
         st.has_ready |= r->ready;
         if (r->master && st.leader_id == NULL) {
             st.has_leader = 1;

@@ -453,10 +453,33 @@ START_TEST(join_leader_status)
     ck_assert_int_eq(c->status, 0);
     snprintf(line, sizeof line, "\"id\":\"%s\",\"ready\":true,\"leader\":true", id);
     assert_has(c->buf[0], line);
+    assert_has(c->buf[0], "\"qos\":null"); /* join does not run QoS */
     kill(j->pid, SIGTERM);
     ck_assert_int_eq(child_end(j, 10000), 0);
     snprintf(line, sizeof line, "leader: %s\n", id);
     assert_has(j->buf[0], line);
+}
+END_TEST
+
+/* A member running QoS: its level in the table's QOS column and in --json. */
+START_TEST(status_shows_the_qos_of_a_member)
+{
+    mm_opts_t o = MM_OPTS_INIT;
+    o.flags = MM_OPT_QOS;
+    F.mm = mmt_instance(F.base, F.service, &o, NULL);
+    mmt_connect(F.mm);
+    mm_qos_state_t q;
+    ck_assert_int_eq(mm_qos_state(F.mm, &q), MM_OK);
+    struct child *c = RUN("status", F.service);
+    ck_assert_int_eq(c->status, 0);
+    assert_has(c->buf[0], "  QOS\n");
+    char line[160];
+    snprintf(line, sizeof line, "  %u\n", q.level);
+    assert_has(c->buf[0], line);
+    c = RUN("--json", "status", F.service);
+    ck_assert_int_eq(c->status, 0);
+    snprintf(line, sizeof line, "\"qos\":{\"level\":%u,\"pressure\":0}", q.level);
+    assert_has(c->buf[0], line);
 }
 END_TEST
 
@@ -593,6 +616,7 @@ suite(void)
     tcase_add_test(tc, stat_counts_consumers);
     tcase_add_test(tc, join_leader_status);
     tcase_add_test(tc, join_count_ends_after_n_changes);
+    tcase_add_test(tc, status_shows_the_qos_of_a_member);
     tcase_add_test(tc, no_leader_exits_3_no_member_exits_4);
     tc = mmt_tcase(s, "mistakes", setup, teardown, 60);
     tcase_add_test(tc, usage_errors_exit_64);

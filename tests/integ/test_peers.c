@@ -191,6 +191,8 @@ struct got {
     int ready[8], leader[8], has_ready, has_leader;
     int64_t uptime[8];
     uint64_t rss[8];
+    int qos[8];
+    uint32_t qos_level[8];
     uint64_t at_ms;
     bool free_mm; /* mm_free inside the callback */
 };
@@ -215,6 +217,8 @@ on_status(mm_t *mm, const mm_status_t *st, void *ud)
         g->leader[i] = m->leader;
         g->uptime[i] = m->uptime_ms;
         g->rss[i] = m->rss;
+        g->qos[i] = m->qos;
+        g->qos_level[i] = m->qos_level;
     }
     if (g->free_mm) {
         for (int i = 0; i < MAX_MM; i++)
@@ -401,6 +405,37 @@ START_TEST(three_instances_know_each_other_and_answer_status_queries)
     ck_assert_uint_lt(missing.at_ms - t0, 2000);
     /* The temporary listeners are gone: d keeps only its own two. */
     ck_assert_int_eq(count_routes(d), 2);
+}
+END_TEST
+
+static bool
+knows_two(const void *arg)
+{
+    (void) arg;
+    return table_size(F.mm[0]) == 2 && table_size(F.mm[1]) == 2;
+}
+
+/* A member running QoS says so in its heartbeat's extra headers; a status of
+ * the service (from another service) shows its level; the other member none. */
+START_TEST(status_shows_the_qos_state_of_members_that_run_it)
+{
+    mm_t *q = start(0, F.service, MM_OPT_QOS, true);
+    start(1, F.service, 0, true);
+    ck_assert(wait_for(knows_two, NULL, mmt_scale(WAIT_MS)));
+    mm_qos_state_t st;
+    ck_assert_int_eq(mm_qos_state(q, &st), MM_OK);
+    ck_assert(st.enabled);
+    mm_t *d = start(2, F.other, 0, true);
+    struct got g = {0};
+    ck_assert_int_eq(mm_get_status(d, F.service, on_status, &g), MM_OK);
+    MMT_WAIT(F.base, g.done, mmt_scale(WAIT_MS));
+    ck_assert_int_eq(g.code, MM_OK);
+    ck_assert_uint_eq(g.count, 2);
+    for (size_t i = 0; i < 2; i++) {
+        bool is_q = strcmp(g.ids[i], mm_id(q)) == 0;
+        ck_assert_int_eq(g.qos[i], is_q);
+        ck_assert_uint_eq(g.qos_level[i], is_q ? st.level : 0);
+    }
 }
 END_TEST
 
@@ -824,6 +859,7 @@ main(void)
     TCase *tc = mmt_tcase(s, "peers", setup, teardown, 60);
     tcase_add_test(tc, alone_its_heartbeat_is_on_the_wire_as_the_protocol_says);
     tcase_add_test(tc, three_instances_know_each_other_and_answer_status_queries);
+    tcase_add_test(tc, status_shows_the_qos_state_of_members_that_run_it);
     tcase_add_test(tc, a_freed_instance_is_forgotten_after_four_heartbeats);
     tcase_add_test(tc, malformed_statuses_are_ignored);
     tcase_add_test(tc, a_raw_peer_answering_status_requests_is_a_member);

@@ -45,30 +45,47 @@ struct status_state {
     const char *verb; /* "status" or "leader" */
 };
 
+/* A member's QoS state: "-" when it does not run QoS (or is not micromsg),
+ * else its level and what presses it ("0 lag": paused by a late loop). */
+static const char *
+qos_text(const mm_member_t *m, char *buf, size_t cap)
+{
+    if (!m->qos)
+        return "-";
+    snprintf(buf, cap, "%u%s%s%s", m->qos_level, (m->qos_pressure & MM_PRESSURE_LAG) ? " lag" : "",
+             (m->qos_pressure & MM_PRESSURE_MEM) ? " mem" : "",
+             (m->qos_pressure & MM_PRESSURE_HARD) ? " hard" : "");
+    return buf;
+}
+
 static json_t *
 member_json(const char *service, const mm_member_t *m)
 {
-    return json_pack("{s:s, s:s, s:b, s:b, s:s?, s:I, s:I, s:I}", "service", service, "id", m->id,
-                     "ready", m->ready, "leader", m->leader, "leaderId", m->leader_id, "uptimeMs",
-                     (json_int_t) m->uptime_ms, "rss", (json_int_t) m->rss, "knownPeers",
-                     (json_int_t) m->known_peers);
+    json_t *qos = m->qos ? json_pack("{s:I, s:I}", "level", (json_int_t) m->qos_level, "pressure",
+                                     (json_int_t) m->qos_pressure)
+                         : json_null();
+    return json_pack("{s:s, s:s, s:b, s:b, s:s?, s:I, s:I, s:I, s:o}", "service", service, "id",
+                     m->id, "ready", m->ready, "leader", m->leader, "leaderId", m->leader_id,
+                     "uptimeMs", (json_int_t) m->uptime_ms, "rss", (json_int_t) m->rss,
+                     "knownPeers", (json_int_t) m->known_peers, "qos", qos);
 }
 
 static void
 print_members(const struct mmctl_args *a, const mm_status_t *st)
 {
     if (!a->json)
-        printf("%-36s  %-5s  %-6s  %10s  %10s  %5s\n", "ID", "READY", "LEADER", "UPTIME", "MEMORY",
-               "PEERS");
+        printf("%-36s  %-5s  %-6s  %10s  %10s  %5s  %s\n", "ID", "READY", "LEADER", "UPTIME",
+               "MEMORY", "PEERS", "QOS");
     for (size_t i = 0; i < st->count; i++) {
         const mm_member_t *m = &st->members[i];
         if (a->json) {
             mmctl_print_json(member_json(st->service, m));
             continue;
         }
-        printf("%-36s  %-5s  %-6s  %9.1fs  %8.1fMB  %5u\n", m->id, m->ready ? "yes" : "no",
+        char q[48];
+        printf("%-36s  %-5s  %-6s  %9.1fs  %8.1fMB  %5u  %s\n", m->id, m->ready ? "yes" : "no",
                m->leader ? "yes" : "no", (double) m->uptime_ms / 1000.0,
-               (double) m->rss / (1024.0 * 1024.0), m->known_peers);
+               (double) m->rss / (1024.0 * 1024.0), m->known_peers, qos_text(m, q, sizeof q));
     }
     fflush(stdout);
 }

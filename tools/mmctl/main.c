@@ -33,8 +33,9 @@ static const struct mmctl_verb verbs[] = {
      "Print the messages ready in the route's request queue and its consumers;\n"
      "exit 4 when the queue does not exist."},
     {"status", mmctl_status, 1, 1, 0, "status SERVICE",
-     "Print the members of a service (id, ready, leader, uptime, memory, peers they know);\n"
-     "exit 4 when no instance answered. --json: one object per member."},
+     "Print the members of a service (id, ready, leader, uptime, memory, peers they know, and\n"
+     "QoS: level and pressure of members running it, - for others); exit 4 when no instance\n"
+     "answered. --json: one object per member."},
     {"leader", mmctl_leader, 1, 1, 0, "leader SERVICE",
      "Wait (--timeout, default 5000 ms) for the service's leader and print its id;\n"
      "exit 3 when there is none in time."},
