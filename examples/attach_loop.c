@@ -24,6 +24,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 static const char *const lines[] = {"hello", "one event loop", "for everything"};
 #define N_LINES 3
 
@@ -168,16 +170,6 @@ on_readable(evutil_socket_t fd, short what, void *arg)
     memmove(a->buf, start, a->used);
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 /* Our event sources: the pipe, its reader and the typing timer. */
 static int
 app_events(struct app *a)
@@ -223,7 +215,7 @@ main(int argc, char **argv)
     struct app a = {.base = event_base_new(), .pipe_rd = -1, .pipe_wr = -1};
     if (a.base == NULL)
         return 2;
-    int rc = mm_start(&a, broker_uri(argc, argv));
+    int rc = mm_start(&a, example_uri(argc, argv));
     if (rc == MM_OK && app_events(&a) != 0) {
         perror("attach_loop: pipe or events");
         rc = MM_ENOMEM;

@@ -21,6 +21,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 #define REPLICAS 3
 #define JOBS 3
 
@@ -129,16 +131,6 @@ replica_free(struct replica *r)
     r->mm = NULL;
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 /* Run the loop until a phase ends; bounded, so a lost election fails the run. */
 static void
 run_phase(struct app *a)
@@ -156,7 +148,7 @@ main(int argc, char **argv)
     /* A service name of our own per run: another run's replicas are not ours. */
     char service[64];
     snprintf(service, sizeof service, "leader-%d", (int) getpid());
-    const char *uri = broker_uri(argc, argv);
+    const char *uri = example_uri(argc, argv);
     int rc = MM_OK;
     for (int i = 0; i < REPLICAS && rc == MM_OK; i++)
         rc = replica_start(&a, i, service, uri);

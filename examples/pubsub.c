@@ -21,6 +21,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 static const char *const emitted[] = {"temp.kitchen", "humidity.kitchen", "temp.attic.floor",
                                       "temp.garage"};
 static const char *const want_temp[] = {"temp.kitchen", "temp.garage"}; /* what temp.* matches */
@@ -126,16 +128,6 @@ emit_all(mm_t *sensors)
     return rc;
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 int
 main(int argc, char **argv)
 {
@@ -145,7 +137,7 @@ main(int argc, char **argv)
     mm_t *dash = instance(&a, "dashboard"), *sensors = instance(&a, "sensors");
     if (a.base == NULL || dash == NULL || sensors == NULL)
         return 2;
-    int rc = setup(&a, dash, sensors, broker_uri(argc, argv));
+    int rc = setup(&a, dash, sensors, example_uri(argc, argv));
     if (rc == MM_OK)
         rc = emit_all(sensors);
     /* Bounded: a missing event must fail the run, not hang it. */

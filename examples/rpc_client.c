@@ -21,6 +21,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 /* One request and what we expect of its answer. */
 struct call {
     struct client *c;
@@ -138,16 +140,6 @@ on_service(mm_t *mm, const mm_status_t *st, void *ud)
     send_all(c);
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 static int
 run(struct client *c, const char *uri)
 {
@@ -178,7 +170,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: rpc_client [URI] [N >= 0]\n");
         return 2;
     }
-    int rc = run(&c, broker_uri(argc, argv));
+    int rc = run(&c, example_uri(argc, argv));
     free(c.calls);
     if (rc != MM_OK || c.failed || c.pending != 0)
         return 1;

@@ -27,6 +27,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 struct slow_job;
 
 struct server {
@@ -160,16 +162,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(s->base);
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 /* The instance on our own event_base (we also watch signals on it). */
 static int
 start(struct server *s, const char *uri)
@@ -201,7 +193,7 @@ main(int argc, char **argv)
     struct event *sigterm = evsignal_new(s.base, SIGTERM, on_signal, &s);
     evsignal_add(sigint, NULL);
     evsignal_add(sigterm, NULL);
-    int rc = start(&s, broker_uri(argc, argv));
+    int rc = start(&s, example_uri(argc, argv));
     if (rc != MM_OK) {
         fprintf(stderr, "server: start: %s: %s\n", mm_err_name(rc),
                 s.mm ? mm_last_error(s.mm) : "out of memory");

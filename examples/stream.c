@@ -22,6 +22,8 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 #define N_PARTS 20
 #define SUM (N_PARTS * (N_PARTS + 1) / 2)
 
@@ -147,16 +149,6 @@ ask(struct app *a, mm_t *reader)
     return rc;
 }
 
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
-
 int
 main(int argc, char **argv)
 {
@@ -165,7 +157,7 @@ main(int argc, char **argv)
     mm_t *numbers = instance(&a, "numbers"), *reader = instance(&a, "reader");
     if (a.base == NULL || numbers == NULL || reader == NULL)
         return 2;
-    const char *uri = broker_uri(argc, argv);
+    const char *uri = example_uri(argc, argv);
     /* The route is declared by mm_connect: requests sent after it find it. */
     int rc = mm_handle(numbers, "count", on_count, NULL, NULL, NULL);
     if (rc == MM_OK && (rc = mm_connect(numbers, uri)) == MM_OK)

@@ -32,20 +32,12 @@
 
 #include <micromsg.h>
 
+#include "example.h"
+
 #define N_WORKERS 3
 #define N_TASKS 9
 
 static char service[64]; /* "pool-<parent pid>": see main() */
-
-static const char *
-broker_uri(int argc, char **argv)
-{
-    if (argc > 1 && argv[1][0] != '\0')
-        return argv[1];
-    if (getenv("MM_URI") != NULL)
-        return getenv("MM_URI");
-    return getenv("MM_TEST_URI"); /* set by the test harness; NULL: library default */
-}
 
 static mm_t *
 instance(struct event_base *base)
@@ -332,7 +324,7 @@ int
 main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines in the order they happen, also in a pipe */
-    const char *uri = broker_uri(argc, argv);
+    const char *uri = example_uri(argc, argv);
     /* A service name of our own per run: tasks that an interrupted earlier
      * run left in its (durable) queue cannot mix with ours. */
     snprintf(service, sizeof service, "pool-%d", (int) getpid());

@@ -215,23 +215,6 @@ put_failed(mm_t *mm, size_t start, int rc)
                                      : "out of memory");
 }
 
-int
-mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                   bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body)
-{
-    size_t start = mm->wr_len;
-    amqp_basic_publish_t m = {
-        .exchange = exchange, .routing_key = routing_key, .mandatory = mandatory};
-    amqp_basic_properties_t none = {0};
-    void *p = (void *) (props != NULL ? props : &none); /* the encoder only reads it */
-    int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, &m, 0);
-    if (rc == MM_OK)
-        rc = put_encoded(mm, AMQP_FRAME_HEADER, ch, AMQP_BASIC_CLASS, p, body.len);
-    if (rc == MM_OK)
-        rc = put_body(mm, ch, body);
-    return rc == MM_OK ? written(mm, start) : put_failed(mm, start, rc);
-}
-
 /* A content header whose property list is already encoded. */
 static int
 put_header_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t props, uint64_t body_len)
@@ -252,19 +235,41 @@ put_header_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t props, uint64_t body_len)
     return MM_OK;
 }
 
+/* basic.publish, the content header (from `props`, or already `encoded`) and
+ * the body frames, all or nothing. */
+static int
+put_publish(mm_t *mm, uint16_t ch, amqp_basic_publish_t *m, const amqp_basic_properties_t *props,
+            const amqp_bytes_t *encoded, amqp_bytes_t body)
+{
+    size_t start = mm->wr_len;
+    amqp_basic_properties_t none = {0};
+    void *p = (void *) (props != NULL ? props : &none); /* the encoder only reads it */
+    int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, m, 0);
+    if (rc == MM_OK)
+        rc = encoded != NULL
+                 ? put_header_encoded(mm, ch, *encoded, body.len)
+                 : put_encoded(mm, AMQP_FRAME_HEADER, ch, AMQP_BASIC_CLASS, p, body.len);
+    if (rc == MM_OK)
+        rc = put_body(mm, ch, body);
+    return rc == MM_OK ? written(mm, start) : put_failed(mm, start, rc);
+}
+
+int
+mmi_writer_publish(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                   bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body)
+{
+    amqp_basic_publish_t m = {
+        .exchange = exchange, .routing_key = routing_key, .mandatory = mandatory};
+    return put_publish(mm, ch, &m, props, NULL, body);
+}
+
 int
 mmi_writer_publish_encoded(mm_t *mm, uint16_t ch, amqp_bytes_t exchange, amqp_bytes_t routing_key,
                            bool mandatory, amqp_bytes_t props, amqp_bytes_t body)
 {
-    size_t start = mm->wr_len;
     amqp_basic_publish_t m = {
         .exchange = exchange, .routing_key = routing_key, .mandatory = mandatory};
-    int rc = put_encoded(mm, AMQP_FRAME_METHOD, ch, AMQP_BASIC_PUBLISH_METHOD, &m, 0);
-    if (rc == MM_OK)
-        rc = put_header_encoded(mm, ch, props, body.len);
-    if (rc == MM_OK)
-        rc = put_body(mm, ch, body);
-    return rc == MM_OK ? written(mm, start) : put_failed(mm, start, rc);
+    return put_publish(mm, ch, &m, NULL, &props, body);
 }
 
 int
