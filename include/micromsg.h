@@ -156,6 +156,9 @@ typedef enum mm_event_type {
     MM_EV_STEP_DOWN = 14,   /* this instance stopped being the leader (code says why) */
     MM_EV_PRESSURE = 15,    /* QoS: pressure began (pressure, value, threshold) */
     MM_EV_PRESSURE_RELEASED = 16, /* QoS: that pressure ended */
+    MM_EV_READER_ACTIVE = 17,     /* a topic reader took its lock and reads (route: consumer) */
+    MM_EV_READER_STANDBY = 18,    /* a topic reader waits: another process reads (route:
+                                     consumer); also when it lost its lock */
 } mm_event_type;
 
 /** An instance event, valid only during the callback. */
@@ -415,6 +418,7 @@ typedef enum mm_msg_kind {
     MM_MSG_TASK = 2,    /* fire-and-forget work: mm_msg_ack (or reply) when done */
     MM_MSG_EVENT = 3,   /* published with mm_emit: acked when the listener returns */
     MM_MSG_ANSWER = 4,  /* given to a request's callback */
+    MM_MSG_RECORD = 5,  /* a topic record given to a reader (mm_topic_read) */
 } mm_msg_kind;
 
 /** The kind of the message. */
@@ -448,6 +452,38 @@ MM_EXPORT const char *mm_msg_request_id(const mm_msg_t *msg);
 
 /** The AMQP correlation id (requests and answers), or "" when absent. */
 MM_EXPORT const char *mm_msg_correlation_id(const mm_msg_t *msg);
+
+/*
+ * Metadata. Every message micromsg sends carries a unique message id, a
+ * timestamp and its sender; a message sent while a handler runs (on the
+ * handler's own instance) also carries the causation id (the id of the
+ * message being handled) and the handled message's W3C traceparent. The
+ * ids travel in AMQP properties (message_id, timestamp, app_id) and the
+ * headers "x-mm-causation-id" and "traceparent", which a peer that only
+ * knows the protocol ignores; they are not part of mm_msg_headers().
+ */
+
+/** The message id (a UUID unless the sender chose one), or "" when absent. */
+MM_EXPORT const char *mm_msg_id(const mm_msg_t *msg);
+
+/** When the message was sent, in ms since the epoch (second precision unless
+ *  the protocol's iat gives milliseconds), or 0 when unknown. */
+MM_EXPORT int64_t mm_msg_timestamp(const mm_msg_t *msg);
+
+/** The sender, "<service>@<instance id>", or "" when absent (protocol-only peers). */
+MM_EXPORT const char *mm_msg_sender(const mm_msg_t *msg);
+
+/** The id of the message whose handling caused this one, or "" when none. */
+MM_EXPORT const char *mm_msg_causation_id(const mm_msg_t *msg);
+
+/** The W3C trace context ("00-<trace id>-<span id>-<flags>"), or "" when none. */
+MM_EXPORT const char *mm_msg_traceparent(const mm_msg_t *msg);
+
+/** A topic record's type (the AMQP type property), or "" when none. */
+MM_EXPORT const char *mm_msg_type(const mm_msg_t *msg);
+
+/** A topic record's offset in its stream, or -1 for any other message. */
+MM_EXPORT int64_t mm_msg_offset(const mm_msg_t *msg);
 
 /** 1 when the broker delivered the message before (it may be a duplicate). */
 MM_EXPORT int mm_msg_redelivered(const mm_msg_t *msg);
@@ -557,6 +593,8 @@ typedef struct mm_route_opts {
     uint64_t max_parallel_bytes; /* body bytes in flight at most: a message beyond goes back to
                                     the queue (not counted as a failed delivery) and the route
                                     pauses until in flight falls below 70 %; 0: no budget */
+    const char *group;           /* mm_listen: share the events with the other instances of
+                                    this service in this group (see mm_listen()); NULL: none */
 } mm_route_opts_t;
 
 /* clang-format off */
@@ -584,9 +622,27 @@ MM_EXPORT int mm_handle(mm_t *mm, const char *route, mm_msg_fn handler, void *ud
 /**
  * Listen to events emitted to `target`.`route` (target NULL: this
  * service). The route may hold topic wildcards: "*" for one dot-separated
- * word, "#" for zero or more. Each listening instance gets every matching
- * event (its own exclusive queue). An event is acked when the listener
- * returns. Same rules as mm_handle() otherwise.
+ * word, "#" for zero or more. An event is acked when the listener returns.
+ * Same rules as mm_handle() otherwise.
+ *
+ * Plain (opts->group NULL): each listening instance gets every matching
+ * event on its own exclusive queue, while it is connected; events emitted
+ * while it is down are lost to it (at most once, per instance).
+ *
+ * Group (opts->group set, a name like a route's): the instances of this
+ * service listening in the same group share one durable queue,
+ * q.group.<service>.<group>, bound to every route listened in that group;
+ * each event goes to one of them (once per group, not per instance), is
+ * acked when the listener returns, and waits in the queue while the whole
+ * group is down. A listener that neither returns normally (the process
+ * dies) nor acks gets it again; past max_redeliveries the event goes to
+ * the dead-letter queue, as tasks do. Several routes may share a group:
+ * each event goes to the listener whose route matches its routing key.
+ * mm_route_stop() of the last route of a group keeps the queue (the group
+ * lives on); delete it with mm_group_delete().
+ *
+ * For events that must also be kept for later readers, or replayed from a
+ * point in time, use a topic (mm_topic_publish(), mm_topic_read()).
  */
 MM_EXPORT int mm_listen(mm_t *mm, const char *target, const char *route, mm_msg_fn handler,
                         void *ud, const mm_route_opts_t *opts, mm_route_t **ret_route);
@@ -600,6 +656,13 @@ MM_EXPORT int mm_listen(mm_t *mm, const char *target, const char *route, mm_msg_
  * @return MM_OK, or the broker's error (the handle is freed anyway).
  */
 MM_EXPORT int mm_route_stop(mm_route_t *route);
+
+/**
+ * Delete the queue of a group of this service (q.group.<service>.<group>)
+ * and the events waiting in it.
+ * @return MM_OK, MM_ENOENT when it does not exist, MM_ENAME, MM_ENOTCONN...
+ */
+MM_EXPORT int mm_group_delete(mm_t *mm, const char *group);
 
 /** Queue figures. */
 typedef struct mm_stat {
@@ -643,6 +706,9 @@ typedef struct mm_request_opts {
                             see "User headers" below */
     size_t headers_len;
     const char *request_id; /* idRequest header; NULL: a fresh UUID */
+    const char *message_id;   /* NULL: a fresh UUID */
+    const char *causation_id; /* NULL: the id of the message being handled, if any */
+    const char *traceparent;  /* NULL: the handled message's, if any; "": none */
 } mm_request_opts_t;
 
 /* clang-format off */
@@ -710,6 +776,9 @@ typedef struct mm_send_opts {
     unsigned flags;         /* MM_SEND_* */
     mm_sent_fn on_sent;     /* the broker's verdict on this send (implies a confirm), or NULL */
     void *sent_ud;
+    const char *message_id;   /* NULL: a fresh UUID */
+    const char *causation_id; /* NULL: the id of the message being handled, if any */
+    const char *traceparent;  /* NULL: the handled message's, if any; "": none */
 } mm_send_opts_t;
 
 /** mm_send_opts_t.flags */
@@ -1006,6 +1075,136 @@ MM_EXPORT int mm_qos_state(const mm_t *mm, mm_qos_state_t *ret_state);
  *         MM_EINVAL for 0; the broker's error.
  */
 MM_EXPORT int mm_set_max_parallelism(mm_t *mm, uint16_t n);
+
+/* ---- Topics: persisted events with replay ------------------------------------
+ *
+ * A topic is a RabbitMQ stream (s.topic.<topic>, x-queue-type stream): an
+ * append-only log kept on the broker's disk, with a retention bound, that
+ * any number of readers read at their own pace, from any point, as often
+ * as they like. A record carries an event type (the AMQP type property)
+ * and a body; its offset is its position in the stream.
+ *
+ * A reader has a consumer name, unique within its service. Its cursor, the
+ * offset of the last record it settled, is stored on the broker in a
+ * durable queue q.cursor.<service>.<consumer> of length 1 (written after
+ * every cursor_every records or cursor_interval_ms, and when it stops), so
+ * that a reader restarted anywhere resumes right after the last record it
+ * settled; after a crash it re-reads at most the records settled since the
+ * last cursor write. Only one process reads a consumer name at a time: the
+ * reader takes a lock (an exclusive queue q.readerLock.<service>.<consumer>);
+ * the others wait as standbys and one of them takes over, from the stored
+ * cursor, when the active reader's connection dies (MM_EV_READER_ACTIVE,
+ * MM_EV_READER_STANDBY).
+ *
+ * Which to use: mm_listen() for live notifications each instance needs
+ * (cache invalidation); a group for work each event must cause once per
+ * service, even if it was down when the event was emitted; a topic for a
+ * history: audit, rebuilding state, a new consumer that must see the past.
+ */
+
+/** Options of mm_topic_declare(). Declare with MM_TOPIC_OPTS_INIT. */
+typedef struct mm_topic_opts {
+    size_t size;            /* set by MM_TOPIC_OPTS_INIT */
+    uint64_t max_age_s;     /* retention: records older than this may be removed; 0: no bound */
+    uint64_t max_bytes;     /* retention: the stream's size bound; 0: no bound */
+    uint32_t segment_bytes; /* a segment file's size (retention removes whole segments);
+                               0: the broker's default (500 MB) */
+} mm_topic_opts_t;
+
+/* clang-format off */
+#define MM_TOPIC_OPTS_INIT {.size = sizeof(mm_topic_opts_t)}
+/* clang-format on */
+
+/**
+ * Declare a topic with its retention (opts NULL: no bound). Declaring an
+ * existing topic with other retention options fails (MM_EBROKER): the
+ * broker keeps the first ones. Blocking: one broker round trip.
+ * @return MM_OK, MM_ENAME, MM_EINVAL, MM_ENOTCONN, MM_EBROKER.
+ */
+MM_EXPORT int mm_topic_declare(mm_t *mm, const char *topic, const mm_topic_opts_t *opts);
+
+/**
+ * Append a record of event `type` (a name like a route's) to `topic`. The
+ * first publish to a topic by this instance checks that it exists (one
+ * round trip): MM_ENOENT when nobody declared it. Records are persistent
+ * and confirmed; opts->on_sent gets the broker's verdict (MM_OK once the
+ * record is in the stream).
+ * @return MM_OK (sent or buffered), MM_ENOENT, MM_ENAME, MM_EINVAL,
+ *         MM_ETOOBIG, MM_EFULL, MM_ENOTCONN.
+ */
+MM_EXPORT int mm_topic_publish(mm_t *mm, const char *topic, const char *type, const void *body,
+                               size_t len, const mm_send_opts_t *opts);
+
+/** Delete a topic and its records. @return MM_OK, MM_ENOENT, MM_ENAME, MM_ENOTCONN... */
+MM_EXPORT int mm_topic_delete(mm_t *mm, const char *topic);
+
+/** Where a reader starts. */
+typedef enum mm_from_kind {
+    MM_FROM_CURSOR = 0,    /* after the stored cursor; without one, opts->fallback */
+    MM_FROM_FIRST = 1,     /* the first record the stream still holds */
+    MM_FROM_LAST = 2,      /* the last chunk written (the latest records) */
+    MM_FROM_NEXT = 3,      /* only records appended from now on */
+    MM_FROM_OFFSET = 4,    /* value: an offset (past the end: waits for it) */
+    MM_FROM_TIMESTAMP = 5, /* value: ms since the epoch (second precision) */
+} mm_from_kind;
+
+typedef struct mm_from {
+    mm_from_kind kind;
+    int64_t value;
+} mm_from_t;
+
+/** A topic reader. */
+typedef struct mm_reader mm_reader_t;
+
+/** Options of mm_topic_read(). Declare with MM_READ_OPTS_INIT. */
+typedef struct mm_read_opts {
+    size_t size;                 /* set by MM_READ_OPTS_INIT */
+    mm_from_t fallback;          /* MM_FROM_CURSOR with no usable cursor; {0}: MM_FROM_FIRST */
+    const char *const *types;    /* read only these types (others are skipped); NULL: all */
+    size_t ntypes;
+    uint16_t prefetch;           /* records in flight; 0: 256 */
+    uint32_t cursor_every;       /* settled records between cursor writes; 0: 100 */
+    uint32_t cursor_interval_ms; /* a settled record waits at most this long; 0: 1000 */
+} mm_read_opts_t;
+
+/* clang-format off */
+#define MM_READ_OPTS_INIT {.size = sizeof(mm_read_opts_t)}
+/* clang-format on */
+
+/**
+ * Read `topic` as `consumer` of this service: the handler gets each record
+ * (MM_MSG_RECORD: mm_msg_type(), mm_msg_offset(), the metadata) in offset
+ * order; a record is settled when the handler returns. Reading starts at
+ * `from` once this reader holds the consumer's lock (at once when no other
+ * process reads it), and goes on with the records appended later.
+ *
+ * A stored cursor that cannot be decoded raises MM_EV_ERROR (MM_EDECODE)
+ * and the reader starts at opts->fallback; a record whose body cannot be
+ * decoded raises MM_EV_ERROR (MM_EDECODE, with its offset) and is skipped.
+ * Both are never silent. May be called before mm_connect().
+ *
+ * @param ret_reader receives the reader (may be NULL); owned by mm until
+ *        mm_reader_stop() or mm_free().
+ * @return MM_OK; MM_ENOENT when the topic does not exist; MM_ENAME;
+ *         MM_ESTATE when this instance reads that consumer name already;
+ *         MM_EINVAL; the broker's error.
+ */
+MM_EXPORT int mm_topic_read(mm_t *mm, const char *topic, const char *consumer, mm_from_t from,
+                            mm_msg_fn handler, void *ud, const mm_read_opts_t *opts,
+                            mm_reader_t **ret_reader);
+
+/** 1 while the reader holds its lock and reads, 0 while it waits as a standby. */
+MM_EXPORT int mm_reader_active(const mm_reader_t *reader);
+
+/** The offset of the last record the reader settled, or -1 when none yet. */
+MM_EXPORT int64_t mm_reader_position(const mm_reader_t *reader);
+
+/**
+ * Stop a reader and free it: write its cursor (when it read anything),
+ * cancel its consumer and release its lock, so that a standby takes over.
+ * @return MM_OK, or the broker's error (the reader is freed anyway).
+ */
+MM_EXPORT int mm_reader_stop(mm_reader_t *reader);
 
 #ifdef __cplusplus
 }
