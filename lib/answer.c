@@ -59,6 +59,8 @@ mmi_answer_send(mm_msg_t *msg, unsigned flags, const void *body, size_t len)
     mmi_hdrs_t h;
     answer_headers(&h, msg, flags);
     char err[160] = "";
+    if (rc == MM_OK) /* an answer is caused by its request, whenever it is sent */
+        rc = mmi_meta_headers(mm, &h, msg, NULL, NULL);
     if (rc == MM_OK) {
         rc = mmi_hdrs_finish(&h, msg->request_id[0] ? msg->request_id : NULL, NULL, 0, err,
                              sizeof err);

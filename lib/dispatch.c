@@ -122,7 +122,8 @@ build_head(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mmi_mms_t *mms,
     msg->redelivered = c->redelivered;
     msg->wire_size = (size_t) c->body_size;
     msg->reply_codec = head_codec(mm, c->props);
-    if (msg_ids(msg, c) != MM_OK)
+    if (msg_ids(msg, c) != MM_OK ||
+        mmi_msg_meta(msg, c->props, mms_rc == MM_OK && mms->has_iat ? mms->iat : 0) != MM_OK)
         return MM_ENOMEM;
     if (mms_rc != MM_OK)
         return mms_rc;
@@ -239,8 +240,8 @@ deliver(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, mmi
                       msg->request_id[0] ? msg->request_id : NULL,
                       "request on '%s' arrived past its deadline: acked, not handled", msg->route);
     } else {
-        mm_msg_fn fn = r->fn; /* the handler may stop the route: r is not touched after */
-        fn(msg, r->ud);
+        /* the handler may stop the route: r is not touched after */
+        mmi_msg_handle(mm, msg, r->fn, r->ud);
         after_handler(mm, msg);
     }
 }

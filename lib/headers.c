@@ -181,8 +181,9 @@ table_to_obj(const amqp_table_t *t, msgpack_zone *z, msgpack_object *o, int dept
     uint32_t n = 0;
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        if (skip_mms && key_is(e->key, "__mms"))
-            continue;
+        if (skip_mms && (key_is(e->key, "__mms") || key_is(e->key, MMI_H_CAUSATION) ||
+                         key_is(e->key, MMI_H_TRACEPARENT)))
+            continue; /* the protocol's, and metadata read by mm_msg_causation_id() etc. */
         kv[n].key.type = MSGPACK_OBJECT_STR;
         kv[n].key.via.str.size = (uint32_t) e->key.len;
         if (copy_bytes(e->key, z, &kv[n].key.via.str.ptr) != MM_OK)
@@ -302,6 +303,41 @@ mmi_hdrs_init(mmi_hdrs_t *h)
     h->ntop = 0;
     h->top = h->fixed;
     h->pooled = false;
+    h->nmeta = 0;
+}
+
+void
+mmi_hdrs_meta(mmi_hdrs_t *h, const char *key, const char *v)
+{
+    if (h->nmeta < 2) {
+        h->meta_key[h->nmeta] = key;
+        h->meta_val[h->nmeta++] = v;
+    }
+}
+
+static bool map_has_key(const msgpack_object *m, const char *key);
+
+static amqp_table_entry_t
+str_entry(const char *key, const char *v)
+{
+    amqp_table_entry_t e = {.key = amqp_cstring_bytes(key)};
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(v);
+    return e;
+}
+
+/* idRequest and the metadata headers after __mms, unless the user gave them. */
+static int
+own_entries(mmi_hdrs_t *h, const char *request_id, const msgpack_object *map, amqp_table_entry_t *at)
+{
+    bool user = map->type == MSGPACK_OBJECT_MAP && map->via.map.size > 0;
+    int n = 0;
+    if (request_id != NULL && !(user && map_has_key(map, "idRequest")))
+        at[n++] = str_entry("idRequest", request_id);
+    for (int i = 0; i < h->nmeta; i++)
+        if (!(user && map_has_key(map, h->meta_key[i])))
+            at[n++] = str_entry(h->meta_key[i], h->meta_val[i]);
+    return n;
 }
 
 void
@@ -491,10 +527,15 @@ mmi_hdrs_finish(mmi_hdrs_t *h, const char *request_id, const void *user, size_t 
             return rc;
     }
     uint32_t nuser = map.type == MSGPACK_OBJECT_MAP ? map.via.map.size : 0;
-    if (request_id != NULL && nuser > 0 && map_has_key(&map, "idRequest"))
-        request_id = NULL; /* the user's own idRequest wins */
-    size_t ntop = 1 + (request_id != NULL) + nuser;
+    amqp_table_entry_t own[3];
+    int nown = own_entries(h, request_id, &map, own);
+    size_t ntop = 1 + (size_t) nown + nuser;
     if (ntop > sizeof h->fixed / sizeof h->fixed[0]) {
+        if (!h->pooled) {
+            init_amqp_pool(&h->pool, 1024);
+            msgpack_zone_init(&h->zone, 1024);
+            h->pooled = true;
+        }
         h->top = amqp_pool_alloc(&h->pool, ntop * sizeof *h->top);
         if (h->top == NULL)
             return MM_ENOMEM;
@@ -502,14 +543,9 @@ mmi_hdrs_finish(mmi_hdrs_t *h, const char *request_id, const void *user, size_t 
     h->top[0].key = amqp_cstring_bytes("__mms");
     h->top[0].value.kind = AMQP_FIELD_KIND_TABLE;
     h->top[0].value.value.table = (amqp_table_t){h->nmms, h->mms};
-    int n = 1;
-    if (request_id != NULL) {
-        h->top[n].key = amqp_cstring_bytes("idRequest");
-        h->top[n].value.kind = AMQP_FIELD_KIND_UTF8;
-        h->top[n++].value.value.bytes = amqp_cstring_bytes(request_id);
-    }
+    memcpy(h->top + 1, own, (size_t) nown * sizeof *own);
     if (nuser > 0) {
-        int rc = map_to_entries(h, &map, h->top + n, 0, err, errlen);
+        int rc = map_to_entries(h, &map, h->top + 1 + nown, 0, err, errlen);
         if (rc != MM_OK)
             return rc;
     }

@@ -30,7 +30,10 @@ int mmi_mms_parse(const amqp_table_t *headers, mmi_mms_t *out, char *err, size_t
 /* A top-level string header (UTF8 or bytes), or {0, NULL}. */
 amqp_bytes_t mmi_header_str(const amqp_table_t *headers, const char *key);
 
-/* Every top-level header except __mms as a msgpack map in `z`. MM_OK/MM_ENOMEM. */
+#define MMI_H_CAUSATION "x-mm-causation-id"
+#define MMI_H_TRACEPARENT "traceparent"
+
+/* Every top-level header except __mms and the metadata headers as a msgpack map in `z`. MM_OK/MM_ENOMEM. */
 int mmi_headers_to_msgpack(const amqp_table_t *headers, msgpack_zone *z, msgpack_object *ret_map);
 
 /* The outgoing header table under construction. */
@@ -45,6 +48,8 @@ typedef struct mmi_hdrs {
     msgpack_zone zone;
     bool pooled;
     amqp_table_entry_t fixed[4]; /* top when there are few user headers */
+    const char *meta_key[2], *meta_val[2]; /* causation id, traceparent (lib/meta.c) */
+    int nmeta;
 } mmi_hdrs_t;
 
 void mmi_hdrs_init(mmi_hdrs_t *h);
@@ -52,10 +57,13 @@ void mmi_hdrs_fini(mmi_hdrs_t *h);
 void mmi_hdrs_mms_bool(mmi_hdrs_t *h, const char *key, bool v);
 void mmi_hdrs_mms_int(mmi_hdrs_t *h, const char *key, int64_t v);
 void mmi_hdrs_mms_str(mmi_hdrs_t *h, const char *key, const char *v);
+/* A top-level string header of micromsg's own (metadata); a user header of
+ * the same name wins. At most two; `key` and `v` must outlive the publish. */
+void mmi_hdrs_meta(mmi_hdrs_t *h, const char *key, const char *v);
 
 /*
  * Finish the table: __mms, then idRequest (when `request_id` is not NULL and
- * the user headers have none), then the user headers (msgpack map bytes or
+ * the user headers have none), then the metadata headers, then the user headers (msgpack map bytes or
  * NULL). The user's bytes must outlive the publish.
  * @return MM_OK; MM_EINVAL (not a map, non-str key or one over 255 bytes,
  *         "__mms" key, ext, integer beyond int64, too deep) with the reason in

@@ -170,6 +170,8 @@ struct mm {
     struct mmi_reqs *reqs; /* pending requests */
     struct mm_msg *live;   /* messages kept past their callback (mm_msg_ref) */
     bool syncing;          /* inside mm_request_sync's loop */
+    struct mm_msg *handling; /* the message whose handler runs (causation of sends), or NULL */
+    char app_id[MMI_NAME_MAX + 40]; /* "<service>@<id>": every message's sender */
 
     /* frames read during a synchronous method that were not its reply */
     amqp_frame_t *backlog;

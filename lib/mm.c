@@ -193,6 +193,7 @@ mm_new(const char *service, const mm_opts_t *opts)
     }
     mmi_ids_seed(mm);
     mmi_make_id(mm, mm->id);
+    snprintf(mm->app_id, sizeof mm->app_id, "%s@%s", mm->service ? mm->service : "", mm->id);
     mm->started_ms = mmi_now_ms();
     mm->started_wall_ms = mmi_wall_ms();
     if (rc == MM_OK && attach_modules(mm) != MM_OK) {

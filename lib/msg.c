@@ -32,6 +32,8 @@ mmi_msg_new(mm_t *mm, mm_msg_kind kind)
     msg->headers = EMPTY_MAP;
     msg->reply_to = msg->correlation_id = msg->request_id = msg->route = "";
     msg->err_code = msg->err_text = "";
+    msg->msg_id = msg->sender = msg->causation_id = msg->traceparent = msg->type = "";
+    msg->offset = -1;
     return msg;
 }
 

@@ -7,6 +7,7 @@
 #define MM_MSG_H
 
 #include "codec.h"
+#include "headers.h"
 #include "internal.h"
 
 struct mm_msg {
@@ -32,6 +33,11 @@ struct mm_msg {
     struct event *expiry;
 
     const char *reply_to, *correlation_id, *request_id, *route; /* "" when absent */
+
+    /* metadata (lib/meta.c): "" when absent */
+    const char *msg_id, *sender, *causation_id, *traceparent, *type;
+    int64_t timestamp_ms; /* 0 when unknown */
+    int64_t offset;       /* a topic record's, else -1 */
 
     /* answers */
     int status;
@@ -69,6 +75,20 @@ void mmi_msg_arm_expiry(mm_msg_t *msg);
 int mmi_msg_ack(mm_msg_t *msg);
 int mmi_msg_nack(mm_msg_t *msg, bool requeue);
 int mmi_msg_settleable(mm_msg_t *msg); /* MM_OK, MM_ESTATE, MM_ECHANNEL, MM_ECLOSED */
+
+/* lib/meta.c: metadata. Read the properties and metadata headers of a
+ * delivery into msg (strings copied; `iat_ms` 0 when the protocol gave none).
+ * MM_OK or MM_ENOMEM. */
+int mmi_msg_meta(mm_msg_t *msg, const amqp_basic_properties_t *p, int64_t iat_ms);
+/* The causation id and traceparent of a send: the options' when given, else
+ * those of `cause` (the message being handled or answered; may be NULL).
+ * MM_EINVAL (recorded on mm) for a malformed traceparent. */
+int mmi_meta_headers(mm_t *mm, mmi_hdrs_t *h, const mm_msg_t *cause, const char *causation_id,
+                     const char *traceparent);
+/* A message id given by the sender: NULL (a fresh one) or 1 to 255 bytes. */
+int mmi_meta_check_id(mm_t *mm, const char *id);
+/* Run a handler with msg as the message being handled (mm->handling). */
+void mmi_msg_handle(mm_t *mm, mm_msg_t *msg, mm_msg_fn fn, void *ud);
 
 /* lib/answer.c: send an answer to a request (reply, part, end, error). */
 #define MMI_ANS_ERROR 1u

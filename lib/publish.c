@@ -143,14 +143,26 @@ str_bytes(const char *s)
     return amqp_cstring_bytes(s);
 }
 
+/* Every message says what it is (message id), when and who sent it: fixed
+ * properties, which the broker does not parse (docs/DESIGN.md). */
 static void
-pub_props(const mmi_pub_t *p, amqp_basic_properties_t *props)
+pub_props(mm_t *mm, const mmi_pub_t *p, amqp_basic_properties_t *props, char id[37])
 {
+    if (p->message_id == NULL)
+        mmi_make_id(mm, id);
     *props = (amqp_basic_properties_t){
-        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG,
+        ._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG |
+                  AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG,
         .content_type = str_bytes(p->body->content_type),
         .headers = p->hdrs->table,
+        .message_id = str_bytes(p->message_id ? p->message_id : id),
+        .timestamp = (uint64_t) (mmi_wall_ms() / 1000),
+        .app_id = str_bytes(mm->app_id),
     };
+    if (p->type != NULL) {
+        props->_flags |= AMQP_BASIC_TYPE_FLAG;
+        props->type = str_bytes(p->type);
+    }
     if (p->body->content_encoding != NULL) {
         props->_flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
         props->content_encoding = str_bytes(p->body->content_encoding);
@@ -177,7 +189,8 @@ int
 mmi_pub_send(mm_t *mm, const mmi_pub_t *p)
 {
     amqp_basic_properties_t props;
-    pub_props(p, &props);
+    char id[37];
+    pub_props(mm, p, &props, id);
     mmi_out_msg_t m = {.exchange = p->exchange,
                        .routing_key = p->routing_key,
                        .mandatory = p->mandatory,

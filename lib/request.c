@@ -110,12 +110,13 @@ req_free(struct mmi_req *q)
 static void
 complete(struct mmi_req *q, mm_msg_t *final)
 {
-    table_remove(q->mm->reqs, q);
+    mm_t *mm = q->mm;
+    table_remove(mm->reqs, q);
     mm_msg_fn fn = q->fn;
     void *ud = q->ud;
     req_free(q);
     final->final = true;
-    fn(final, ud);
+    mmi_msg_handle(mm, final, fn, ud);
     mm_msg_unref(final);
 }
 
@@ -290,7 +291,7 @@ deliver_parts(struct mmi_req *q)
             return;
         }
         q->in_part_cb = true;
-        q->fn(m, q->ud);
+        mmi_msg_handle(mm, m, q->fn, q->ud);
         q->in_part_cb = false;
         mm_msg_unref(m);
         if (q->canceled) {
@@ -384,6 +385,8 @@ on_answer(mm_t *mm, const mmi_content_t *c, void *ud)
     m->redelivered = c->redelivered;
     char err[MMI_ERRBUF] = "";
     int rc = answer_decode(mm, m, c, err, sizeof err);
+    if (rc == MM_OK)
+        rc = mmi_msg_meta(m, p, 0);
     if (rc != MM_OK) {
         mm_msg_unref(m);
         mmi_msg_event(mm, MM_EV_ERROR, rc, NULL, NULL, "answer from %s: %s", q->target, err);
@@ -653,8 +656,15 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
         mmi_hdrs_mms_int(&h, "eat", iat + q->timeout_ms);
     if (o->request_id == NULL)
         mmi_make_id(mm, rid);
-    int rc = mmi_hdrs_finish(&h, o->request_id ? o->request_id : rid, o->headers, o->headers_len,
-                             err, sizeof err);
+    int rc = mmi_meta_headers(mm, &h, mm->handling, o->causation_id, o->traceparent);
+    if (rc == MM_OK)
+        rc = mmi_meta_check_id(mm, o->message_id);
+    if (rc != MM_OK) {
+        mmi_hdrs_fini(&h);
+        return rc;
+    }
+    rc = mmi_hdrs_finish(&h, o->request_id ? o->request_id : rid, o->headers, o->headers_len, err,
+                         sizeof err);
     if (rc != MM_OK) {
         mmi_hdrs_fini(&h);
         return mmi_fail(mm, rc, "headers: %s", err);
@@ -667,6 +677,7 @@ request_publish(mm_t *mm, struct mmi_req *q, const char *service, const char *ro
                    .mandatory = true,
                    .correlation_id = q->corr,
                    .reply_to = mm->reply_queue,
+                   .message_id = o->message_id,
                    .expiration = q->timeout_ms > 0 ? expiration : NULL,
                    .hdrs = &h,
                    .body = w,

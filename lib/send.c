@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "msg.h"
 #include "publish.h"
 
 static int
@@ -30,7 +31,12 @@ send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_i
     mmi_wire_out_t w;
     int codec = (o->flags & MM_SEND_JSON) ? MM_CODEC_JSON : mm->opts.codec;
     int rc = mmi_wire_encode(mm, codec, body, len, &w);
+    if (rc == MM_OK)
+        rc = mmi_meta_headers(mm, h, mm->handling, o->causation_id, o->traceparent);
+    if (rc == MM_OK)
+        rc = mmi_meta_check_id(mm, o->message_id);
     if (rc == MM_OK) {
+        p->message_id = o->message_id;
         rc = mmi_hdrs_finish(h, request_id, o->headers, o->headers_len, err, sizeof err);
         if (rc != MM_OK)
             rc = mmi_fail(mm, rc, "headers: %s", err);
