@@ -107,7 +107,14 @@ int_entry(const char *key, int64_t val)
 static bool
 drop_ours(amqp_bytes_t key)
 {
-    return mmi_dl_is_dead_header(key) || mmi_dl_is_count_header(key);
+    return mmi_dl_is_dead_header(key) || mmi_dl_is_count_header(key) ||
+           key_is(key, MMI_H_ROUTING_KEY);
+}
+
+static bool
+drop_dead(amqp_bytes_t key)
+{
+    return mmi_dl_is_dead_header(key) || key_is(key, MMI_H_ROUTING_KEY);
 }
 
 char *
@@ -325,12 +332,15 @@ mmi_dl_count(mm_msg_t *msg, uint32_t failed)
     wire_view v;
     if (r == NULL || !view_of(msg, &v) || v.oversize)
         return MM_EINVAL; /* oversize: dispatch dead-letters it anyway */
-    amqp_table_entry_t count = int_entry(MMI_H_DELIVERIES, failed);
+    /* a group event's copy goes through the default exchange: its key goes along */
+    amqp_table_entry_t extra[] = {int_entry(MMI_H_DELIVERIES, failed),
+                                  str_entry(MMI_H_ROUTING_KEY, msg->route)};
+    int nextra = msg->kind == MM_MSG_EVENT ? 2 : 1;
     dl_rec *rec = rec_new(msg, false, MM_OK, msg->route, "");
     if (rec == NULL)
         return MM_ENOMEM;
     /* Dead headers stay away from a live message (a redriven one has none). */
-    int rc = send_copy(mm, r->queue, v.props, drop_ours, &count, 1, v.body, rec);
+    int rc = send_copy(mm, r->queue, v.props, drop_ours, extra, nextra, v.body, rec);
     if (rc != MM_OK) {
         free(rec);
         return rc;
@@ -392,16 +402,19 @@ dead_letter(mm_t *mm, struct mm_route *r, mm_msg_t *msg, const wire_view *v, con
         return rc;
     const char *route = msg->route[0] ? msg->route : r->name;
     uint32_t failed = mmi_dl_failed(msg);
-    amqp_table_entry_t extra[] = {
+    amqp_table_entry_t extra[8] = {
         str_entry("x-mm-dead-reason", reason),
         str_entry("x-mm-dead-text", text),
         str_entry("x-mm-dead-route", route),
         str_entry("x-mm-dead-queue", r->queue),
         int_entry("x-mm-dead-count", failed),
         int_entry("x-mm-dead-at", mmi_wall_ms()),
-        int_entry(MMI_H_BODY_DROPPED, (int64_t) v->body_size),
     };
-    int nextra = (int) (sizeof extra / sizeof extra[0]) - (v->oversize ? 0 : 1);
+    int nextra = 6;
+    if (msg->kind == MM_MSG_EVENT) /* redriven to a group's queue, it finds its listener */
+        extra[nextra++] = str_entry(MMI_H_ROUTING_KEY, route);
+    if (v->oversize)
+        extra[nextra++] = int_entry(MMI_H_BODY_DROPPED, (int64_t) v->body_size);
     snprintf(note, sizeof note, "%s on '%s' dead-lettered to %s: %s: %s", kind_name(msg), route,
              dlq, reason, text);
     dl_rec *rec = rec_new(msg, true, code, route, note);
@@ -412,7 +425,7 @@ dead_letter(mm_t *mm, struct mm_route *r, mm_msg_t *msg, const wire_view *v, con
     props._flags &= (amqp_flags_t) ~AMQP_BASIC_EXPIRATION_FLAG;
     amqp_bytes_t body = v->oversize ? (amqp_bytes_t){0, NULL} : v->body;
     /* x-mm-deliveries stays with the original headers; older dead headers go. */
-    rc = send_copy(mm, dlq, &props, mmi_dl_is_dead_header, extra, nextra, body, rec);
+    rc = send_copy(mm, dlq, &props, drop_dead, extra, nextra, body, rec);
     if (rc != MM_OK)
         free(rec);
     return rc;

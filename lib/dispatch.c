@@ -26,9 +26,9 @@ has(const amqp_basic_properties_t *p, amqp_flags_t flag)
 }
 
 static mm_msg_kind
-classify(const mmi_content_t *c, const mmi_mms_t *mms)
+classify(const struct mm_route *r, const mmi_content_t *c, const mmi_mms_t *mms)
 {
-    if (c->exchange.len > 0)
+    if (c->exchange.len > 0 || r->group != NULL) /* a group queue holds events (and copies) */
         return MM_MSG_EVENT;
     if (mms->is_task)
         return MM_MSG_TASK;
@@ -39,7 +39,7 @@ classify(const mmi_content_t *c, const mmi_mms_t *mms)
 
 /* The properties a reply needs, copied first so that even bad input can be answered. */
 static int
-msg_ids(mm_msg_t *msg, const mmi_content_t *c)
+msg_ids(mm_msg_t *msg, const struct mm_route *r, const mmi_content_t *c)
 {
     const amqp_basic_properties_t *p = c->props;
     if (has(p, AMQP_BASIC_REPLY_TO_FLAG))
@@ -49,7 +49,8 @@ msg_ids(mm_msg_t *msg, const mmi_content_t *c)
     amqp_bytes_t rid = has(p, AMQP_BASIC_HEADERS_FLAG) ? mmi_header_str(&p->headers, "idRequest")
                                                        : (amqp_bytes_t){0, NULL};
     msg->request_id = mmi_msg_str(msg, rid.bytes, rid.len);
-    msg->route = mmi_msg_str(msg, c->routing_key.bytes, c->routing_key.len);
+    amqp_bytes_t key = r->group ? mmi_group_routing_key(c) : c->routing_key;
+    msg->route = mmi_msg_str(msg, key.bytes, key.len);
     bool ok = msg->reply_to && msg->correlation_id && msg->request_id && msg->route;
     return ok ? MM_OK : MM_ENOMEM;
 }
@@ -108,7 +109,7 @@ build_head(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mmi_mms_t *mms,
 {
     const amqp_table_t *t = has(c->props, AMQP_BASIC_HEADERS_FLAG) ? &c->props->headers : NULL;
     int mms_rc = mmi_mms_parse(t, mms, err, errlen);
-    mm_msg_kind kind = classify(c, mms);
+    mm_msg_kind kind = classify(r, c, mms);
     mm_msg_t *msg = mmi_msg_new(mm, kind ? kind : MM_MSG_TASK);
     if (msg == NULL)
         return MM_ENOMEM;
@@ -119,10 +120,11 @@ build_head(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mmi_mms_t *mms,
     msg->gen = mmi_chan_gen(mm, c->channel);
     msg->tag = c->delivery_tag;
     msg->no_ack = r->no_ack;
+    msg->grouped = r->group != NULL;
     msg->redelivered = c->redelivered;
     msg->wire_size = (size_t) c->body_size;
     msg->reply_codec = head_codec(mm, c->props);
-    if (msg_ids(msg, c) != MM_OK ||
+    if (msg_ids(msg, r, c) != MM_OK ||
         mmi_msg_meta(msg, c->props, mms_rc == MM_OK && mms->has_iat ? mms->iat : 0) != MM_OK)
         return MM_ENOMEM;
     if (mms_rc != MM_OK)
@@ -167,12 +169,16 @@ bad_input(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, i
         mmi_basic_nack(mm, c->channel, c->delivery_tag, false, true);
 }
 
-static bool
-route_matches(const struct mm_route *r, const mm_msg_t *msg)
+/* The route whose handler gets msg: r, or in a group the route of this
+ * instance whose binding matches (several routes share the group's queue). */
+static struct mm_route *
+handler_of(mm_t *mm, struct mm_route *r, const mm_msg_t *msg)
 {
+    if (r->group != NULL)
+        return mmi_group_route_for(mm, r, msg->route);
     if (r->type == MMI_ROUTE_LISTEN)
-        return msg->kind == MM_MSG_EVENT;
-    return msg->kind != MM_MSG_EVENT && strcmp(msg->route, r->name) == 0;
+        return msg->kind == MM_MSG_EVENT ? r : NULL;
+    return msg->kind != MM_MSG_EVENT && strcmp(msg->route, r->name) == 0 ? r : NULL;
 }
 
 static void
@@ -190,7 +196,8 @@ unhandled(mm_t *mm, struct mm_route *r, mm_msg_t *msg)
 static bool
 poisoned(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg)
 {
-    if (!c->redelivered || r->type != MMI_ROUTE_HANDLE || r->no_ack || msg->kind == MM_MSG_EVENT)
+    bool counted = r->group != NULL || (r->type == MMI_ROUTE_HANDLE && msg->kind != MM_MSG_EVENT);
+    if (!c->redelivered || !counted || r->no_ack)
         return false;
     uint32_t failed = mmi_dl_failed(msg), max = mm->opts.max_redeliveries;
     if (failed < max)
@@ -228,7 +235,8 @@ after_handler(mm_t *mm, mm_msg_t *msg)
 
 /* A message whose head is good: decode the body, then the handler. */
 static void
-deliver(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, mmi_mms_t *mms)
+deliver(mm_t *mm, struct mm_route *r, struct mm_route *h, const mmi_content_t *c, mm_msg_t *msg,
+        mmi_mms_t *mms)
 {
     char err[MMI_ERRBUF] = "";
     int rc = msg_content(mm, msg, c, mms, err, sizeof err);
@@ -240,8 +248,8 @@ deliver(mm_t *mm, struct mm_route *r, const mmi_content_t *c, mm_msg_t *msg, mmi
                       msg->request_id[0] ? msg->request_id : NULL,
                       "request on '%s' arrived past its deadline: acked, not handled", msg->route);
     } else {
-        /* the handler may stop the route: r is not touched after */
-        mmi_msg_handle(mm, msg, r->fn, r->ud);
+        /* the handler may stop the route: r and h are not touched after */
+        mmi_msg_handle(mm, msg, h->fn, h->ud);
         after_handler(mm, msg);
     }
 }
@@ -254,12 +262,13 @@ mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c)
     mm_msg_t *msg = NULL;
     mmi_mms_t mms;
     int rc = build_head(mm, r, c, &mms, &msg, err, sizeof err);
+    struct mm_route *h = rc == MM_OK ? handler_of(mm, r, msg) : NULL;
     if (rc != MM_OK)
         bad_input(mm, r, c, msg, rc, err);
-    else if (!route_matches(r, msg))
+    else if (h == NULL)
         unhandled(mm, r, msg);
     else if (!poisoned(mm, r, c, msg) && mmi_route_bytes_take(mm, r, msg))
-        deliver(mm, r, c, msg, &mms);
+        deliver(mm, r, h, c, msg, &mms);
     if (msg != NULL)
         msg->wire = NULL; /* the delivery's memory ends here; mm_msg_ref kept a copy */
     mm_msg_unref(msg);

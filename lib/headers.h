@@ -32,6 +32,7 @@ amqp_bytes_t mmi_header_str(const amqp_table_t *headers, const char *key);
 
 #define MMI_H_CAUSATION "x-mm-causation-id"
 #define MMI_H_TRACEPARENT "traceparent"
+#define MMI_H_ROUTING_KEY "x-mm-routing-key" /* a group event's key on a copy (lib/group.c) */
 
 /* Every top-level header except __mms and the metadata headers as a msgpack map in `z`. MM_OK/MM_ENOMEM. */
 int mmi_headers_to_msgpack(const amqp_table_t *headers, msgpack_zone *z, msgpack_object *ret_map);

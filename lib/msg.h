@@ -22,6 +22,7 @@ struct mm_msg {
     uint32_t gen;
     uint64_t tag;
     bool no_ack;
+    bool grouped;   /* an event from a group's queue: given up, it is dead-lettered */
     bool acked;     /* ack or nack sent (or no_ack) */
     bool nacked;    /* ... and it was a nack: acking it now would be a lie */
     bool answered;  /* a final answer went out */

@@ -118,6 +118,8 @@ declare_queue(mm_t *mm, struct mm_route *r)
         amqp_table_t args = {1, &e};
         return mmi_queue_declare(mm, r->ch, r->queue, MMI_Q_DURABLE, &args, NULL);
     }
+    if (r->group != NULL)
+        return mmi_group_declare(mm, r);
     int rc = mmi_exchange_declare(mm, r->ch, MMI_PUBSUB, "topic", true);
     if (rc == MM_OK)
         rc = mmi_queue_declare(mm, r->ch, r->queue, MMI_Q_DURABLE | MMI_Q_EXCLUSIVE, NULL, NULL);
@@ -145,7 +147,8 @@ fresh_listen_queue(mm_t *mm, struct mm_route *r)
 static int
 route_declare(mm_t *mm, struct mm_route *r)
 {
-    if (r->type == MMI_ROUTE_LISTEN && r->linked && fresh_listen_queue(mm, r) != MM_OK)
+    bool own_queue = r->type == MMI_ROUTE_LISTEN && r->group == NULL; /* exclusive */
+    if (own_queue && r->linked && fresh_listen_queue(mm, r) != MM_OK)
         return MM_ENOMEM;
     int rc = mmi_chan_open(mm, &ROUTE_OPS, r, &r->ch);
     if (rc == MM_OK)
@@ -155,8 +158,7 @@ route_declare(mm_t *mm, struct mm_route *r)
     r->bytes.in_flight = 0; /* what the old channel held goes back to the queue */
     r->bytes.paused = r->bytes_paused = false;
     if (rc == MM_OK && !r->qos_paused)
-        rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, r->type == MMI_ROUTE_LISTEN, r->ctag,
-                               sizeof r->ctag);
+        rc = mmi_basic_consume(mm, r->ch, r->queue, r->no_ack, own_queue, r->ctag, sizeof r->ctag);
     if (rc != MM_OK && r->ch != 0) {
         char why[MMI_ERRBUF];
         snprintf(why, sizeof why, "%s", mm->last_error);
@@ -210,6 +212,7 @@ route_free(struct mm_route *r)
     free(r->target);
     free(r->queue);
     free(r->key);
+    free(r->group);
     free(r);
 }
 
@@ -233,11 +236,18 @@ unlink_route(mm_t *mm, struct mm_route *r)
         }
 }
 
+static bool
+same_group(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 static struct mm_route *
-find_route(mm_t *mm, mmi_route_type type, const char *target, const char *name)
+find_route(mm_t *mm, mmi_route_type type, const char *target, const char *name, const char *group)
 {
     for (struct mm_route *r = mm->routes; r != NULL; r = r->next)
-        if (r->type == type && strcmp(r->name, name) == 0 && strcmp(r->target, target) == 0)
+        if (r->type == type && strcmp(r->name, name) == 0 && strcmp(r->target, target) == 0 &&
+            same_group(r->group, group))
             return r;
     return NULL;
 }
@@ -253,8 +263,16 @@ join(const char *a, const char *sep, const char *b)
     return s;
 }
 
+static const char *
+opt_group(const mm_route_opts_t *opts)
+{
+    if (opts == NULL || opts->size < offsetof(mm_route_opts_t, group) + sizeof(char *))
+        return NULL;
+    return opts->group;
+}
+
 static struct mm_route *
-route_new(mm_t *mm, mmi_route_type type, const char *target, const char *name)
+route_new(mm_t *mm, mmi_route_type type, const char *target, const char *name, const char *group)
 {
     struct mm_route *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -266,13 +284,18 @@ route_new(mm_t *mm, mmi_route_type type, const char *target, const char *name)
     if (type == MMI_ROUTE_HANDLE) {
         snprintf(prefix, sizeof prefix, "q.requests.%s", target);
         r->queue = join(prefix, ".", name);
+    } else if (group != NULL) {
+        char q[MMI_QUEUE_MAX];
+        r->queue = strdup(mmi_group_queue(q, sizeof q, mm->service, group));
+        r->group = strdup(group);
+        r->key = join(target, ".", name);
     } else {
         snprintf(prefix, sizeof prefix, "q.pubSub.%s", mm->service);
         r->queue = join(prefix, ".", uuid);
         r->key = join(target, ".", name);
     }
     if (r->name == NULL || r->target == NULL || r->queue == NULL ||
-        (type == MMI_ROUTE_LISTEN && r->key == NULL)) {
+        (type == MMI_ROUTE_LISTEN && r->key == NULL) || (group != NULL && r->group == NULL)) {
         route_free(r);
         return NULL;
     }
@@ -287,10 +310,11 @@ route_add(mm_t *mm, mmi_route_type type, const char *target, const char *name, m
         return mmi_fail(mm, MM_EINVAL, "no handler given for route '%s'", name);
     if (opts != NULL && opts->size < offsetof(mm_route_opts_t, prefetch) + sizeof opts->prefetch)
         return mmi_fail(mm, MM_EINVAL, "route options not set up with MM_ROUTE_OPTS_INIT");
-    if (find_route(mm, type, target, name) != NULL)
+    const char *group = type == MMI_ROUTE_LISTEN ? opt_group(opts) : NULL;
+    if (find_route(mm, type, target, name, group) != NULL)
         return mmi_fail(mm, MM_ESTATE, "route '%s.%s' is already %s by this instance", target, name,
                         type == MMI_ROUTE_HANDLE ? "handled" : "listened to");
-    struct mm_route *r = route_new(mm, type, target, name);
+    struct mm_route *r = route_new(mm, type, target, name, group);
     if (r == NULL)
         return mmi_fail(mm, MM_ENOMEM, "out of memory");
     r->fn = fn;
@@ -348,6 +372,8 @@ mm_listen(mm_t *mm, const char *target, const char *route, mm_msg_fn handler, vo
         rc = mmi_check_name(mm, "target", target, MMI_NAME_INTERNAL);
     if (rc == MM_OK)
         rc = mmi_check_name(mm, "route", route, MMI_NAME_WILDCARD);
+    if (rc == MM_OK && opt_group(opts) != NULL)
+        rc = mmi_check_name(mm, "group", opt_group(opts), 0);
     if (rc != MM_OK)
         return rc;
     return route_add(mm, MMI_ROUTE_LISTEN, target ? target : mm->service, route, handler, ud, opts,
@@ -401,12 +427,14 @@ route_undeclare(mm_t *mm, struct mm_route *r)
     int rc = MM_OK;
     if (r->ch != 0 && r->ctag[0] != '\0')
         rc = mmi_basic_cancel(mm, r->ch, r->ctag);
-    if (rc == MM_OK && r->ch != 0 && r->type == MMI_ROUTE_LISTEN)
+    /* A group's queue and bindings are the group's: other instances use them,
+     * and events keep arriving for the group while it is away. */
+    if (rc == MM_OK && r->ch != 0 && r->type == MMI_ROUTE_LISTEN && r->group == NULL)
         rc = mmi_queue_unbind(mm, r->ch, r->queue, MMI_PUBSUB, r->key);
     if (r->ch != 0 && mmi_chan_is_open(mm, r->ch))
         mmi_chan_close(mm, r->ch); /* unsettled deliveries go back to the queue */
     r->ch = 0;
-    if (mm->state == MMI_CONNECTED)
+    if (mm->state == MMI_CONNECTED && r->group == NULL)
         delete_if_idle(mm, r);
     return rc;
 }

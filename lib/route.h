@@ -21,6 +21,7 @@ struct mm_route {
     char *target; /* listen: the target; handle: the service */
     char *queue;
     char *key; /* listen: the binding key <target>.<route> */
+    char *group; /* listen in a group: its name (queue q.group.<service>.<group>), else NULL */
     mm_msg_fn fn;
     void *ud;
     uint16_t prefetch;     /* what the route asked for */
@@ -46,6 +47,15 @@ struct mm_route {
 bool mmi_route_bytes_take(mm_t *mm, struct mm_route *r, struct mm_msg *msg);
 /* `msg` is settled: its bytes leave the budget; the route resumes below 70 %. */
 void mmi_route_bytes_release(mm_t *mm, struct mm_msg *msg);
+
+/* lib/group.c: group subscriptions. */
+char *mmi_group_queue(char *out, size_t cap, const char *service, const char *group);
+bool mmi_topic_match(const char *pattern, const char *key); /* AMQP topic rules */
+int mmi_group_declare(mm_t *mm, struct mm_route *r);        /* exchange, queue, binding */
+/* The route of this instance in r's group whose binding matches, r first; NULL: none. */
+struct mm_route *mmi_group_route_for(mm_t *mm, struct mm_route *r, const char *routing_key);
+/* An event's routing key: the delivery's, or x-mm-routing-key on a copy. */
+amqp_bytes_t mmi_group_routing_key(const mmi_content_t *c);
 
 /* lib/dispatch.c: a delivery on a route's channel. */
 void mmi_dispatch(mm_t *mm, struct mm_route *r, const mmi_content_t *c);

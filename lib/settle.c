@@ -189,7 +189,7 @@ mm_msg_nack(mm_msg_t *msg, int requeue)
     /* Given up (no requeue), a request or task is dead-lettered, never dropped;
      * given back, it is counted when the broker delivers it again. */
     static const char given_up[] = "given up by its handler (mm_msg_nack without requeue)";
-    if (!requeue && msg->kind != MM_MSG_EVENT && !msg->no_ack) {
+    if (!requeue && (msg->kind != MM_MSG_EVENT || msg->grouped) && !msg->no_ack) {
         rc = mmi_dl_settle(msg, "rejected", MM_EREMOTE, given_up);
         if (rc == MM_OK && msg->kind == MM_MSG_REQUEST && msg->reply_to[0] != '\0' &&
             !msg->answered && !msg->expired)
