@@ -132,11 +132,10 @@ mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *clo
 {
     struct mmi_chan *c = chan_get(mm, ch);
     amqp_channel_close_ok_t ok = {0};
-    /* Without close-ok the channel number can never be opened again (504). */
-    mmi_writer_flush(mm); /* our frames on this channel go before its close-ok */
-    int st = mm->state == MMI_CONNECTED
-                 ? amqp_send_method(mm->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok)
-                 : AMQP_STATUS_SOCKET_ERROR;
+    /* Without close-ok the channel number can never be opened again (504).
+     * A failed send has reported the connection lost: the owner is told below. */
+    if (mm->state == MMI_CONNECTED)
+        mmi_send_method(mm, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
     char text[MMI_ERRBUF];
     snprintf(text, sizeof text, "broker closed channel %u: %u %.*s", ch, close->reply_code,
              (int) close->reply_text.len, (const char *) close->reply_text.bytes);
@@ -150,9 +149,6 @@ mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *clo
         if (ops.on_closed != NULL)
             ops.on_closed(mm, ch, MM_ECHANNEL, text, ud);
     }
-    if (st != AMQP_STATUS_OK)
-        mmi_conn_lost(mm, mmi_err_from_status(st), "sending channel.close-ok: %s",
-                      amqp_error_string2(st));
 }
 
 /* Tell every owner that its channel is gone, and forget all channels. */
@@ -304,6 +300,35 @@ chan_method(mm_t *mm, struct mmi_chan *c, const amqp_method_t *m)
         c->ops.on_method(mm, c->id, m, c->ud);
     else
         mmi_log(mm, MM_LOG_DEBUG, "channel %u: ignored method 0x%08x", c->id, m->id);
+}
+
+void
+mmi_chan_content(mm_t *mm, mmi_content_t *ct)
+{
+    struct mmi_chan *c = chan_get(mm, ct->channel);
+    if (c == NULL) {
+        mmi_log(mm, MM_LOG_DEBUG, "message for closed channel %u dropped", ct->channel);
+        return;
+    }
+    /* What content_header decides for framed bodies: a body we would refuse is not handed over. */
+    ct->body_size = ct->body.len;
+    ct->oversize = ct->body_size > mm->opts.max_body;
+    if (ct->oversize)
+        ct->body = (amqp_bytes_t){0, NULL};
+    if (c->ops.on_content != NULL)
+        c->ops.on_content(mm, ct, c->ud);
+    else
+        mmi_log(mm, MM_LOG_WARN, "message on channel %u with no owner dropped", ct->channel);
+}
+
+void
+mmi_chan_method(mm_t *mm, uint16_t ch, const amqp_method_t *m)
+{
+    struct mmi_chan *c = chan_get(mm, ch);
+    if (c == NULL)
+        mmi_log(mm, MM_LOG_DEBUG, "method 0x%08x for closed channel %u dropped", m->id, ch);
+    else
+        chan_method(mm, c, m);
 }
 
 void

@@ -189,18 +189,11 @@ ask(mm_t *mm, redrive *rd)
     if (rd->seen >= rd->limit || rd->empty || rd->error || rd->getting)
         return;
     amqp_basic_get_t req = {.queue = amqp_cstring_bytes(rd->queue), .no_ack = 0};
-    if (mmi_writer_flush(mm) != MM_OK) {
-        rd->error = MM_EDISCONNECTED;
-        return;
-    }
-    int st = amqp_send_method(mm->conn, rd->ch, AMQP_BASIC_GET_METHOD, &req);
-    if (st != AMQP_STATUS_OK) {
-        mmi_conn_lost(mm, mmi_err_from_status(st), "sending basic.get: %s", amqp_error_string2(st));
+    if (mmi_send_method(mm, rd->ch, AMQP_BASIC_GET_METHOD, &req) != MM_OK) {
         rd->error = mmi_fail(mm, MM_EDISCONNECTED, "redrive: connection lost");
         return;
     }
     rd->getting = true;
-    mmi_pump_kick(mm);
 }
 
 static bool

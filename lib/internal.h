@@ -20,6 +20,8 @@
 
 struct event;
 struct mmi_chan;
+struct mmi_mem_conn;
+struct mmi_mem_broker;
 struct mmi_pending_event;
 struct mmi_probe;
 struct mmi_peers;
@@ -27,6 +29,7 @@ struct mmi_election;
 struct mmi_qos;
 struct mmi_req;
 struct mmi_reqs;
+struct mmi_transport;
 
 #define MMI_ERRBUF 256
 #define MMI_PUMP_BUDGET 256 /* frames per read callback before yielding to the loop */
@@ -115,11 +118,15 @@ struct mm {
     int last_code;
     char last_error[MMI_ERRBUF];
 
-    /* connection (lib/conn.c, lib/pump.c) */
+    /* connection (lib/conn.c; AMQP: lib/amqp_conn.c, lib/pump.c; memory://: lib/mem/) */
     mmi_state state;
+    const struct mmi_transport *tp; /* the URI's: AMQP until a memory:// connect */
+    bool dead;                      /* a retired connection waits for mmi_conn_reap */
+    int dead_code;                  /* what the channel owners are told */
     amqp_connection_state_t conn;
-    amqp_connection_state_t dead_conn; /* destroyed from the deferred event */
-    int dead_code;                     /* what the channel owners are told */
+    amqp_connection_state_t dead_conn;   /* destroyed from the deferred event */
+    struct mmi_mem_conn *mem, *mem_dead; /* memory://: the same two */
+    struct mmi_mem_broker *mem_broker;   /* held from the first connect to mm_free */
     struct mmi_uri uri;
     char *uri_redacted;
     int heartbeat;
@@ -165,11 +172,11 @@ struct mm {
     uint16_t conf_ch;      /* the publishing channel in confirm mode (lib/outbox.c) */
     bool conf_exchange_ok; /* x.pubSub declared on it */
     struct mmi_outbox *outbox;
-    uint16_t reply_ch;     /* the reply queue's channel, 0 until the first request */
-    char *reply_queue;     /* q.replyQueue.<service>.<id> */
-    struct mmi_reqs *reqs; /* pending requests */
-    struct mm_msg *live;   /* messages kept past their callback (mm_msg_ref) */
-    bool syncing;          /* inside mm_request_sync's loop */
+    uint16_t reply_ch;       /* the reply queue's channel, 0 until the first request */
+    char *reply_queue;       /* q.replyQueue.<service>.<id> */
+    struct mmi_reqs *reqs;   /* pending requests */
+    struct mm_msg *live;     /* messages kept past their callback (mm_msg_ref) */
+    bool syncing;            /* inside mm_request_sync's loop */
     struct mm_msg *handling; /* the message whose handler runs (causation of sends), or NULL */
     char app_id[MMI_NAME_MAX + 40]; /* "<service>@<id>": every message's sender */
 
@@ -302,6 +309,10 @@ int mmi_chan_open(mm_t *mm, const mmi_chan_ops_t *ops, void *ud, uint16_t *ret_c
 int mmi_chan_close(mm_t *mm, uint16_t ch);
 bool mmi_chan_is_open(const mm_t *mm, uint16_t ch);
 void mmi_chan_frame(mm_t *mm, const amqp_frame_t *f);
+/* A transport without frames (memory://): a whole message, or a method, for
+ * the channel's owner (dropped when the channel is not open). */
+void mmi_chan_content(mm_t *mm, mmi_content_t *c);
+void mmi_chan_method(mm_t *mm, uint16_t ch, const amqp_method_t *m);
 void mmi_chan_closed_by_broker(mm_t *mm, uint16_t ch, const amqp_channel_close_t *c);
 void mmi_chans_fail_all(mm_t *mm, int code, const char *text);
 void mmi_chans_free(mm_t *mm);
@@ -310,6 +321,9 @@ uint32_t mmi_chan_gen(const mm_t *mm, uint16_t ch); /* 0 when not open */
 
 int mmi_rpc(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *req,
             amqp_method_number_t reply_id, void **ret_reply);
+/* An asynchronous method (basic.ack, basic.nack, basic.get, channel.close-ok):
+ * MM_OK, or MM_ENOTCONN (the connection is lost). */
+int mmi_send_method(mm_t *mm, uint16_t ch, amqp_method_number_t id, void *decoded);
 
 #define MMI_Q_DURABLE 1u
 #define MMI_Q_EXCLUSIVE 2u

@@ -15,6 +15,7 @@
 #include "outbox.h"
 #include "peers.h"
 #include "qos.h"
+#include "transport.h"
 
 struct mmi_pending_event {
     struct mmi_pending_event *next;
@@ -155,6 +156,7 @@ setup_loop(mm_t *mm)
         mm->own_base = true;
     }
     mm->wr_fd = -1;
+    mm->tp = &mmi_amqp_transport;
     mm->ev_deferred = event_new(mm->base, -1, 0, on_deferred, mm);
     return mm->ev_deferred ? MM_OK : MM_ENOMEM;
 }
@@ -472,6 +474,7 @@ mmi_instance_destroy(mm_t *mm)
     if (mm->state == MMI_CONNECTED)
         mmi_conn_close(mm);
     mmi_conn_reap(mm);
+    mmi_mem_release(mm);
     mmi_modules_destroy(mm);
     mmi_outbox_free(mm);
     mmi_reconnect_free(mm);

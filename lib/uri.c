@@ -4,6 +4,8 @@
  * vhost "/" and an empty path the empty vhost, and the query carries
  * connection parameters. Unknown query keys are refused so that a typo does
  * not silently fall back to a default. Error texts never contain the password.
+ * memory://NAME names an in-process broker (lib/mem/): NAME follows the rules
+ * of a service name, and nothing else may follow it.
  */
 #include "uri.h"
 
@@ -94,14 +96,15 @@ parse_scheme(struct cursor *c, const char *s, struct mmi_uri *u, const char **re
 {
     const char *sep = strstr(s, "://");
     if (sep == NULL)
-        return bad(c, "missing scheme (expected amqp:// or amqps://)");
+        return bad(c, "missing scheme (expected amqp://, amqps:// or memory://)");
     size_t n = (size_t) (sep - s);
     if (n == 4 && strncasecmp(s, "amqp", 4) == 0) {
         u->tls = false;
     } else if (n == 5 && strncasecmp(s, "amqps", 5) == 0) {
         u->tls = true;
     } else {
-        return bad(c, "unknown scheme '%.*s' (expected amqp or amqps)", (int) (n > 16 ? 16 : n), s);
+        return bad(c, "unknown scheme '%.*s' (expected amqp, amqps or memory)",
+                   (int) (n > 16 ? 16 : n), s);
     }
     *rest = sep + 3;
     return MM_OK;
@@ -284,6 +287,35 @@ set_defaults(struct mmi_uri *u)
     };
 }
 
+static bool
+memory_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-' || ch == ':';
+}
+
+/* memory://NAME: a name like a service name, nothing after it (no user,
+ * port, path or query: a typo there must not pass for part of the name). */
+static int
+parse_memory(struct cursor *c, const char *name, struct mmi_uri *u)
+{
+    size_t n = strlen(name);
+    if (n == 0)
+        return bad(c, "memory:// needs a broker name (memory://NAME)");
+    if (n > MMI_URI_MEMORY_MAX)
+        return bad(c, "memory broker name is %zu characters (max %d)", n, MMI_URI_MEMORY_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!memory_char_ok(name[i]))
+            return bad(c,
+                       "memory broker name has '%c' at %zu (allowed: A-Z a-z 0-9 . _ - :; "
+                       "no user, port, path or query)",
+                       name[i] > 32 && name[i] < 127 ? name[i] : '?', i);
+    if (name[0] == '.' || name[n - 1] == '.' || strstr(name, "..") != NULL)
+        return bad(c, "memory broker name has an empty dot-separated part");
+    u->memory = strdup(name);
+    return u->memory ? MM_OK : MM_ENOMEM;
+}
+
 int
 mmi_uri_parse(const char *s, struct mmi_uri *u, char *err, size_t errlen)
 {
@@ -294,6 +326,8 @@ mmi_uri_parse(const char *s, struct mmi_uri *u, char *err, size_t errlen)
         err[0] = '\0';
     if (s == NULL)
         return bad(&c, "no URI");
+    if (strncasecmp(s, "memory://", 9) == 0)
+        return parse_memory(&c, s + 9, u);
     int rc = parse_scheme(&c, s, u, &p);
     if (rc != MM_OK)
         return rc;
@@ -328,6 +362,7 @@ mmi_uri_free(struct mmi_uri *u)
     free(u->cacertfile);
     free(u->certfile);
     free(u->keyfile);
+    free(u->memory);
     set_defaults(u);
 }
 
@@ -350,9 +385,21 @@ append_encoded(char *out, size_t w, size_t cap, const char *s)
     return w;
 }
 
+static char *
+redact_memory(const struct mmi_uri *u)
+{
+    size_t cap = strlen(u->memory) + 10;
+    char *out = malloc(cap);
+    if (out != NULL)
+        snprintf(out, cap, "memory://%s", u->memory);
+    return out;
+}
+
 char *
 mmi_uri_redact(const struct mmi_uri *u)
 {
+    if (u->memory != NULL)
+        return redact_memory(u);
     const char *user = u->user ? u->user : "", *host = u->host ? u->host : "";
     const char *vhost = u->vhost ? u->vhost : "/";
     bool v6 = strchr(host, ':') != NULL;

@@ -1,5 +1,6 @@
 /*
- * Broker URIs (RabbitMQ URI spec): amqp[s]://[user[:pass]@]host[:port][/vhost][?query].
+ * Broker URIs (RabbitMQ URI spec): amqp[s]://[user[:pass]@]host[:port][/vhost][?query],
+ * and memory://NAME for the in-process transport (lib/mem/).
  * Pure parsing, no I/O: unit-tested and fuzzed.
  */
 #ifndef MM_URI_H
@@ -27,7 +28,10 @@ struct mmi_uri {
     char *certfile;
     char *keyfile;
     bool verify_peer; /* amqps only; default true */
+    char *memory;     /* memory://NAME: the in-process broker's name; NULL for amqp[s] */
 };
+
+#define MMI_URI_MEMORY_MAX 128 /* the longest broker name, as a service name */
 
 /*
  * Parse `s` into `out` (zeroed first; free with mmi_uri_free even on failure).

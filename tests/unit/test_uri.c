@@ -114,6 +114,27 @@ START_TEST(empty_host_is_localhost_and_user_without_password)
 }
 END_TEST
 
+START_TEST(memory_names_an_in_process_broker)
+{
+    ck_assert_int_eq(parse("memory://orders"), MM_OK);
+    ck_assert_str_eq(u.memory, "orders");
+    ck_assert(!u.tls);
+    ck_assert_ptr_null(u.host);
+    char *r = mmi_uri_redact(&u);
+    ck_assert_str_eq(r, "memory://orders");
+    free(r);
+    ck_assert_int_eq(parse("MEMORY://a.b_c-d:e9"), MM_OK);
+    ck_assert_str_eq(u.memory, "a.b_c-d:e9");
+    char name[140];
+    snprintf(name, sizeof name, "memory://%0128d", 7);
+    ck_assert_int_eq(parse(name), MM_OK);
+    ck_assert_int_eq((int) strlen(u.memory), 128);
+    /* An amqp URI parsed after a memory one is not a memory one. */
+    ck_assert_int_eq(parse("amqp://h"), MM_OK);
+    ck_assert_ptr_null(u.memory);
+}
+END_TEST
+
 struct bad_case {
     const char *uri;
     const char *reason; /* a fragment the error text must contain */
@@ -144,6 +165,20 @@ static const struct bad_case bad_cases[] = {
     {"amqp://[]", "bad IPv6 address"},
     {"amqp://ho%3Ast", "bad character in the host"},
     {"amqp://ho%20st", "bad character in the host"},
+    {"memory://", "needs a broker name"},
+    {"memory://a/b", "'/' at 1"},
+    {"memory://a?x=1", "'?' at 1"},
+    {"memory://u@a", "'@' at 1"},
+    {"memory://a:5672/", "'/' at 6"},
+    {"memory://a b", "'?' at 1"},
+    {"memory://.a", "empty dot-separated part"},
+    {"memory://a..b", "empty dot-separated part"},
+    {"memory://a.", "empty dot-separated part"},
+    {"memory://"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+     "129 characters (max 128)"},
+    {"memory:/a", "missing scheme"},
 };
 
 START_TEST(bad_uris_are_refused_with_a_reason)
@@ -196,6 +231,7 @@ main(void)
     tcase_add_test(tc, heartbeat_and_frame_params);
     tcase_add_test(tc, ipv6_literal);
     tcase_add_test(tc, empty_host_is_localhost_and_user_without_password);
+    tcase_add_test(tc, memory_names_an_in_process_broker);
     tcase_add_loop_test(tc, bad_uris_are_refused_with_a_reason, 0,
                         (int) (sizeof bad_cases / sizeof bad_cases[0]));
     tcase_add_test(tc, errors_and_redaction_never_show_the_password);
