@@ -165,11 +165,11 @@ struct mm {
     uint16_t conf_ch;      /* the publishing channel in confirm mode (lib/outbox.c) */
     bool conf_exchange_ok; /* x.pubSub declared on it */
     struct mmi_outbox *outbox;
-    uint16_t reply_ch;     /* the reply queue's channel, 0 until the first request */
-    char *reply_queue;     /* q.replyQueue.<service>.<id> */
-    struct mmi_reqs *reqs; /* pending requests */
-    struct mm_msg *live;   /* messages kept past their callback (mm_msg_ref) */
-    bool syncing;          /* inside mm_request_sync's loop */
+    uint16_t reply_ch;       /* the reply queue's channel, 0 until the first request */
+    char *reply_queue;       /* q.replyQueue.<service>.<id> */
+    struct mmi_reqs *reqs;   /* pending requests */
+    struct mm_msg *live;     /* messages kept past their callback (mm_msg_ref) */
+    bool syncing;            /* inside mm_request_sync's loop */
     struct mm_msg *handling; /* the message whose handler runs (causation of sends), or NULL */
     char app_id[MMI_NAME_MAX + 40]; /* "<service>@<id>": every message's sender */
 
