@@ -16,6 +16,7 @@
  * message. The difference between raw and raw -H is the protocol's cost; the
  * rest of micromsg's gap is the implementation's.
  */
+#include "raw.h"
 #include "roles.h"
 
 #include <amqp.h>
@@ -29,25 +30,11 @@
 #include <sys/time.h>
 #include <time.h>
 
-#define RAW_CH 1
 #define RAW_FRAME_MAX 131072
 #define RAW_EXPIRES_MS 86400000 /* x-expires of request queues: 24 h */
 #define RAW_EXCHANGE "x.pubSub"
-#define RAW_CTYPE "application/msgpack"
-#define RAW_NAME_MAX 256
 #define RAW_TIMEOUT_MS 120000 /* micromsg's default request timeout */
 #define RAW_TIMEOUT_STR "120000"
-
-typedef amqp_connection_state_t conn_t;
-
-/* One method read frame by frame, with its content when it carries one. The
- * pointers stay valid until the next amqp_maybe_release_buffers(). */
-typedef struct {
-    amqp_method_number_t id;
-    void *method;
-    amqp_basic_properties_t *props; /* NULL for a method without content */
-    amqp_bytes_t body;              /* points into the library's pool */
-} rx_t;
 
 static volatile sig_atomic_t stop_requested;
 
@@ -70,7 +57,7 @@ die_closed(const char *what, amqp_method_number_t id, const void *m)
     bench_die("%s: unexpected method %s", what, amqp_method_name(id));
 }
 
-static void
+void
 check_reply(amqp_rpc_reply_t r, const char *what)
 {
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
@@ -83,13 +70,13 @@ check_reply(amqp_rpc_reply_t r, const char *what)
 }
 
 /* For the RPCs that return a pointer: their outcome is the last reply. */
-static void
+void
 check_rpc(conn_t c, const char *what)
 {
     check_reply(amqp_get_rpc_reply(c), what);
 }
 
-static void
+void
 check_status(int st, const char *what)
 {
     if (st < 0)
@@ -98,7 +85,7 @@ check_status(int st, const char *what)
 
 /* ---- connection ---- */
 
-static conn_t
+conn_t
 raw_connect(const char *uri)
 {
     if (uri == NULL)
@@ -126,7 +113,7 @@ raw_connect(const char *uri)
     return c;
 }
 
-static void
+void
 raw_close(conn_t c)
 {
     check_reply(amqp_channel_close(c, RAW_CH, AMQP_REPLY_SUCCESS), "channel.close");
@@ -221,7 +208,7 @@ rx_content(conn_t c, amqp_channel_t ch, rx_t *m)
 
 /* The next method. AMQP_STATUS_OK, or AMQP_STATUS_TIMEOUT when tv is not NULL;
  * dies on a read error and on the broker closing the channel or connection. */
-static int
+int
 rx_next(conn_t c, rx_t *m, const struct timeval *tv)
 {
     amqp_frame_t f;
@@ -246,7 +233,7 @@ rx_next(conn_t c, rx_t *m, const struct timeval *tv)
 }
 
 /* Anything but the method a role waits for ends the run. */
-static void
+void
 die_unexpected(const rx_t *m, const char *role)
 {
     if (m->id == AMQP_BASIC_RETURN_METHOD) {
@@ -734,12 +721,6 @@ raw_ev_emit(const bench_args_t *a)
  * `window` flags remembers which tags past the lowest unconfirmed one (low)
  * are confirmed. At most `window` tags from low on are ever published, hence
  * at most `window` unconfirmed. */
-typedef struct {
-    uint8_t *done; /* ring indexed by tag % window */
-    uint64_t low;  /* lowest unconfirmed tag */
-    uint64_t published;
-    uint64_t window;
-} confirms_t;
 
 static void
 confirm_tag(confirms_t *cf, uint64_t tag)
@@ -751,7 +732,7 @@ confirm_tag(confirms_t *cf, uint64_t tag)
     }
 }
 
-static void
+void
 take_confirm(confirms_t *cf, const rx_t *m)
 {
     if (m->id == AMQP_BASIC_NACK_METHOD) {

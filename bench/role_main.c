@@ -15,6 +15,8 @@ static const struct {
     {"raw", "rpc-server", raw_rpc_server}, {"raw", "rpc-client", raw_rpc_client},
     {"raw", "ev-listen", raw_ev_listen},   {"raw", "ev-emit", raw_ev_emit},
     {"raw", "task-work", raw_task_work},   {"raw", "task-pub", raw_task_pub},
+    {"raw", "topic-prep", raw_topic_prep}, {"raw", "topic-pub", raw_topic_pub},
+    {"raw", "topic-fill", raw_topic_fill}, {"raw", "topic-read", raw_topic_read},
     {"mm", "rpc-server", mmb_rpc_server},  {"mm", "rpc-client", mmb_rpc_client},
     {"mm", "ev-listen", mmb_ev_listen},    {"mm", "ev-emit", mmb_ev_emit},
     {"mm", "task-work", mmb_task_work},    {"mm", "task-pub", mmb_task_pub},

@@ -47,6 +47,11 @@ int raw_ev_emit(const bench_args_t *a);
 int raw_task_work(const bench_args_t *a);
 int raw_task_pub(const bench_args_t *a);
 
+int raw_topic_prep(const bench_args_t *a); /* bench/raw_topic.c */
+int raw_topic_pub(const bench_args_t *a);
+int raw_topic_fill(const bench_args_t *a);
+int raw_topic_read(const bench_args_t *a);
+
 int mmb_rpc_server(const bench_args_t *a);
 int mmb_rpc_client(const bench_args_t *a);
 int mmb_ev_listen(const bench_args_t *a);

@@ -705,7 +705,7 @@ typedef struct mm_request_opts {
     const void *headers; /* user headers: msgpack bytes of a map with str keys, or NULL;
                             see "User headers" below */
     size_t headers_len;
-    const char *request_id; /* idRequest header; NULL: a fresh UUID */
+    const char *request_id;   /* idRequest header; NULL: a fresh UUID */
     const char *message_id;   /* NULL: a fresh UUID */
     const char *causation_id; /* NULL: the id of the message being handled, if any */
     const char *traceparent;  /* NULL: the handled message's, if any; "": none */
@@ -1158,9 +1158,9 @@ typedef struct mm_reader mm_reader_t;
 
 /** Options of mm_topic_read(). Declare with MM_READ_OPTS_INIT. */
 typedef struct mm_read_opts {
-    size_t size;                 /* set by MM_READ_OPTS_INIT */
-    mm_from_t fallback;          /* MM_FROM_CURSOR with no usable cursor; {0}: MM_FROM_FIRST */
-    const char *const *types;    /* read only these types (others are skipped); NULL: all */
+    size_t size;              /* set by MM_READ_OPTS_INIT */
+    mm_from_t fallback;       /* MM_FROM_CURSOR with no usable cursor; {0}: MM_FROM_FIRST */
+    const char *const *types; /* read only these types (others are skipped); NULL: all */
     size_t ntypes;
     uint16_t prefetch;           /* records in flight; 0: 256 */
     uint32_t cursor_every;       /* settled records between cursor writes; 0: 100 */

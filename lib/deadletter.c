@@ -403,12 +403,9 @@ dead_letter(mm_t *mm, struct mm_route *r, mm_msg_t *msg, const wire_view *v, con
     const char *route = msg->route[0] ? msg->route : r->name;
     uint32_t failed = mmi_dl_failed(msg);
     amqp_table_entry_t extra[8] = {
-        str_entry("x-mm-dead-reason", reason),
-        str_entry("x-mm-dead-text", text),
-        str_entry("x-mm-dead-route", route),
-        str_entry("x-mm-dead-queue", r->queue),
-        int_entry("x-mm-dead-count", failed),
-        int_entry("x-mm-dead-at", mmi_wall_ms()),
+        str_entry("x-mm-dead-reason", reason), str_entry("x-mm-dead-text", text),
+        str_entry("x-mm-dead-route", route),   str_entry("x-mm-dead-queue", r->queue),
+        int_entry("x-mm-dead-count", failed),  int_entry("x-mm-dead-at", mmi_wall_ms()),
     };
     int nextra = 6;
     if (msg->kind == MM_MSG_EVENT) /* redriven to a group's queue, it finds its listener */

@@ -59,9 +59,10 @@ mmi_topic_match(const char *pattern, const char *key)
     for (size_t i = 0; i < np; i++) {
         bool hash = pl[i] == 1 && pw[i][0] == '#', star = pl[i] == 1 && pw[i][0] == '*';
         for (size_t j = nk; j > 0; j--) /* right to left: m[j - 1] is still the previous row */
-            m[j] = hash ? m[j] || m[j - 1]
-                        : m[j - 1] && (star || (pl[i] == kl[j - 1] &&
-                                                memcmp(pw[i], kw[j - 1], pl[i]) == 0));
+            m[j] = hash
+                       ? m[j] || m[j - 1]
+                       : m[j - 1] &&
+                             (star || (pl[i] == kl[j - 1] && memcmp(pw[i], kw[j - 1], pl[i]) == 0));
         if (hash) /* "#" may take zero words: m[j] || m[j-1] of this row, left to right */
             for (size_t j = 1; j <= nk; j++)
                 m[j] = m[j] || m[j - 1];

@@ -328,7 +328,8 @@ str_entry(const char *key, const char *v)
 
 /* idRequest and the metadata headers after __mms, unless the user gave them. */
 static int
-own_entries(mmi_hdrs_t *h, const char *request_id, const msgpack_object *map, amqp_table_entry_t *at)
+own_entries(mmi_hdrs_t *h, const char *request_id, const msgpack_object *map,
+            amqp_table_entry_t *at)
 {
     bool user = map->type == MSGPACK_OBJECT_MAP && map->via.map.size > 0;
     int n = 0;

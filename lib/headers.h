@@ -34,7 +34,8 @@ amqp_bytes_t mmi_header_str(const amqp_table_t *headers, const char *key);
 #define MMI_H_TRACEPARENT "traceparent"
 #define MMI_H_ROUTING_KEY "x-mm-routing-key" /* a group event's key on a copy (lib/group.c) */
 
-/* Every top-level header except __mms and the metadata headers as a msgpack map in `z`. MM_OK/MM_ENOMEM. */
+/* Every top-level header except __mms and the metadata headers as a msgpack map in `z`.
+ * MM_OK/MM_ENOMEM. */
 int mmi_headers_to_msgpack(const amqp_table_t *headers, msgpack_zone *z, msgpack_object *ret_map);
 
 /* The outgoing header table under construction. */
@@ -48,7 +49,7 @@ typedef struct mmi_hdrs {
     amqp_pool_t pool; /* nested user values */
     msgpack_zone zone;
     bool pooled;
-    amqp_table_entry_t fixed[4]; /* top when there are few user headers */
+    amqp_table_entry_t fixed[4];           /* top when there are few user headers */
     const char *meta_key[2], *meta_val[2]; /* causation id, traceparent (lib/meta.c) */
     int nmeta;
 } mmi_hdrs_t;
@@ -64,8 +65,8 @@ void mmi_hdrs_meta(mmi_hdrs_t *h, const char *key, const char *v);
 
 /*
  * Finish the table: __mms, then idRequest (when `request_id` is not NULL and
- * the user headers have none), then the metadata headers, then the user headers (msgpack map bytes or
- * NULL). The user's bytes must outlive the publish.
+ * the user headers have none), then the metadata headers, then the user headers (msgpack map bytes
+ * or NULL). The user's bytes must outlive the publish.
  * @return MM_OK; MM_EINVAL (not a map, non-str key or one over 255 bytes,
  *         "__mms" key, ext, integer beyond int64, too deep) with the reason in
  *         err; MM_ENOMEM.

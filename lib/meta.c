@@ -62,7 +62,8 @@ header_meta(mm_msg_t *msg, const amqp_basic_properties_t *p, const char *key)
 int
 mmi_msg_meta(mm_msg_t *msg, const amqp_basic_properties_t *p, int64_t iat_ms)
 {
-    msg->msg_id = prop_str(msg, p, AMQP_BASIC_MESSAGE_ID_FLAG, p ? p->message_id : (amqp_bytes_t){0});
+    msg->msg_id =
+        prop_str(msg, p, AMQP_BASIC_MESSAGE_ID_FLAG, p ? p->message_id : (amqp_bytes_t){0});
     msg->sender = prop_str(msg, p, AMQP_BASIC_APP_ID_FLAG, p ? p->app_id : (amqp_bytes_t){0});
     msg->type = prop_str(msg, p, AMQP_BASIC_TYPE_FLAG, p ? p->type : (amqp_bytes_t){0});
     msg->causation_id = header_meta(msg, p, MMI_H_CAUSATION);

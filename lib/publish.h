@@ -14,8 +14,8 @@ typedef struct mmi_pub {
     const char *exchange, *routing_key;
     bool mandatory;
     const char *correlation_id, *reply_to, *expiration; /* NULL: not set */
-    const char *message_id; /* NULL: a fresh UUID */
-    const char *type;       /* the type property (topic records), or NULL */
+    const char *message_id;                             /* NULL: a fresh UUID */
+    const char *type; /* the type property (topic records), or NULL */
     mmi_hdrs_t *hdrs;
     const mmi_wire_out_t *body;
     bool persistent;    /* delivery mode 2 */

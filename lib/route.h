@@ -20,7 +20,7 @@ struct mm_route {
     char *name;   /* the route */
     char *target; /* listen: the target; handle: the service */
     char *queue;
-    char *key; /* listen: the binding key <target>.<route> */
+    char *key;   /* listen: the binding key <target>.<route> */
     char *group; /* listen in a group: its name (queue q.group.<service>.<group>), else NULL */
     mm_msg_fn fn;
     void *ud;

@@ -116,8 +116,8 @@ START_TEST(a_request_gets_its_reply_never_inside_the_call)
     mm_t *server = up(NULL, 0), *client = up("behaviour-client", 0);
     mmt_handle(server, "echo", echo, NULL, 0);
     struct mmt_probe p = {0};
-    ck_assert_int_eq(mm_request(client, F.svc, "echo", "\xa5hello", 6, NULL, mmt_on_reply, &p, NULL),
-                     MM_OK);
+    ck_assert_int_eq(
+        mm_request(client, F.svc, "echo", "\xa5hello", 6, NULL, mmt_on_reply, &p, NULL), MM_OK);
     ck_assert_int_eq(p.calls, 0); /* not inside mm_request */
     wait_for(&p.done, "reply");
     ck_assert_int_eq(p.status, MM_OK);
@@ -140,7 +140,8 @@ START_TEST(a_rejected_request_is_an_error_with_code_and_text)
     mm_t *server = up(NULL, 0), *client = up("behaviour-client", 0);
     mmt_handle(server, "no", refuse, NULL, 0);
     struct mmt_probe p = {0};
-    ck_assert_int_eq(mm_request(client, F.svc, "no", "\xa0", 1, NULL, mmt_on_reply, &p, NULL), MM_OK);
+    ck_assert_int_eq(mm_request(client, F.svc, "no", "\xa0", 1, NULL, mmt_on_reply, &p, NULL),
+                     MM_OK);
     wait_for(&p.done, "error answer");
     ck_assert_int_eq(p.status, MM_EREMOTE);
     ck_assert_str_eq(p.code, "notAllowed");
@@ -214,13 +215,14 @@ START_TEST(an_unanswered_request_times_out)
     mm_request_opts_t o = MM_REQUEST_OPTS_INIT;
     o.timeout_ms = 300;
     uint64_t t0 = mmt_now_ms();
-    ck_assert_int_eq(mm_request(client, F.svc, "slow", "\xa0", 1, &o, mmt_on_reply, &p, NULL), MM_OK);
+    ck_assert_int_eq(mm_request(client, F.svc, "slow", "\xa0", 1, &o, mmt_on_reply, &p, NULL),
+                     MM_OK);
     wait_for(&p.done, "timeout");
     ck_assert_int_eq(p.status, MM_ETIMEDOUT);
     ck_assert_uint_ge(mmt_now_ms() - t0, 300);
     ck_assert_ptr_nonnull(kept);
     wait_for(&F.ev[0].seen[MM_EV_EXPIRED], "expiry at the server"); /* acked, dropped */
-    ck_assert_int_ne(mm_msg_reply(kept, "\xa0", 1), MM_OK); /* stale work is not answered */
+    ck_assert_int_ne(mm_msg_reply(kept, "\xa0", 1), MM_OK);         /* stale work is not answered */
     kept = mm_msg_unref(kept);
     ck_assert_int_eq(p.calls, 1);
     mmt_probe_free(&p);
@@ -538,7 +540,8 @@ START_TEST(headers_and_metadata_travel)
     mm_t *listener = up(NULL, 0), *emitter = up(NULL, 0);
     ck_assert_int_eq(mm_listen(listener, NULL, "h", on_headers, NULL, NULL, NULL), MM_OK);
     mm_send_opts_t o = MM_SEND_OPTS_INIT;
-    o.headers = "\x81\xa6tenant\xa4" "acme";
+    o.headers = "\x81\xa6tenant\xa4"
+                "acme";
     o.headers_len = 13;
     o.causation_id = "cmd-1";
     o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
