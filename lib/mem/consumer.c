@@ -125,11 +125,12 @@ mem_dispatch(mem_queue_t *q)
         mem_stream_dispatch(q);
         return;
     }
-    for (;;) {
+    /* A message first: choosing a consumer moves the round robin on. */
+    while (mem_queue_count(q) > 0) {
         mem_consumer_t *k = next_consumer(q);
-        mem_entry_t *e = k != NULL ? mem_queue_take(q) : NULL;
-        if (e == NULL)
+        if (k == NULL)
             return;
+        mem_entry_t *e = mem_queue_take(q);
         if (!mem_deliver(k, e)) { /* no memory: it stays, for the next change to move */
             mem_queue_requeue(q, e, e->redelivered);
             return;

@@ -16,6 +16,7 @@
  * Nothing here needs a broker; each test uses a broker name of its own. */
 #include <check.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +325,84 @@ START_TEST(unsettled_work_goes_to_another_instance_when_its_route_stops)
 }
 END_TEST
 
+static bool reject_next;
+
+static void
+reject_or_take(mm_msg_t *msg, void *ud)
+{
+    struct counter *c = ud;
+    ck_assert_int_eq(in_call, 0);
+    if (reject_next) {
+        ck_assert_int_eq(mm_msg_reject(msg, "broken", "not now"), MM_OK);
+        c->seen = true;
+        return;
+    }
+    c->n++;
+    ck_assert_int_eq(mm_msg_ack(msg), MM_OK);
+}
+
+START_TEST(a_redrive_moves_dead_letters_back_to_their_queue)
+{
+    mm_t *worker = up(), *client = up();
+    struct counter c = {0};
+    reject_next = true;
+    mmt_handle(worker, "work", reject_or_take, &c, 0);
+    ck_assert_int_eq(mm_task(client, F.svc, "work", "\xc0", 1, NULL), MM_OK);
+    wait_for(&F.ev[0].seen[MM_EV_DEADLETTER], "dead-letter event");
+    mm_stat_t st;
+    ck_assert_int_eq(mm_deadletter_stat(worker, NULL, &st), MM_OK);
+    ck_assert_int_eq((int) st.messages, 1);
+    reject_next = false;
+    uint32_t moved = 0;
+    ck_assert_msg(mm_deadletter_redrive(client, 0, &moved) == MM_OK, "%s", mm_last_error(client));
+    ck_assert_int_eq((int) moved, 1);
+    wait_count(&c.n, 1, "the task back at its handler");
+    ck_assert_int_eq(mm_deadletter_stat(worker, NULL, &st), MM_OK);
+    ck_assert_int_eq((int) st.messages, 0);
+}
+END_TEST
+
+/* A thread with its own loop, broker name, server and client: requests, synchronously. */
+static void *
+thread_rpc(void *arg)
+{
+    const char *name = arg;
+    struct event_base *base = event_base_new();
+    char uri[128];
+    snprintf(uri, sizeof uri, "memory://%s", name);
+    mm_opts_t o = MM_OPTS_INIT;
+    o.base = base;
+    o.flags = MM_OPT_NO_PEERS;
+    mm_t *server = mm_new("threaded", &o), *client = mm_new("threaded", &o);
+    intptr_t ok = mm_handle(server, "echo", echo, NULL, NULL, NULL) == MM_OK &&
+                  mm_connect(server, uri) == MM_OK && mm_connect(client, uri) == MM_OK;
+    for (int i = 0; ok && i < 200; i++) {
+        mm_msg_t *answer = NULL;
+        ok = mm_request_sync(client, "threaded", "echo", "\xc0", 1, NULL, &answer) == MM_OK;
+        mm_msg_unref(answer);
+    }
+    mm_free(client);
+    mm_free(server);
+    event_base_free(base);
+    return (void *) ok;
+}
+
+START_TEST(brokers_of_other_names_live_in_other_threads)
+{
+    pthread_t t[4];
+    char names[4][64];
+    for (int i = 0; i < 4; i++) {
+        mmt_unique("thread", names[i], sizeof names[i]);
+        ck_assert_int_eq(pthread_create(&t[i], NULL, thread_rpc, names[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *ok = NULL;
+        ck_assert_int_eq(pthread_join(t[i], &ok), 0);
+        ck_assert_msg(ok != NULL, "thread %d failed", i);
+    }
+}
+END_TEST
+
 static int
 leaders(void)
 {
@@ -521,6 +600,12 @@ START_TEST(an_exclusive_queue_is_locked_to_other_connections_with_405)
                      MM_ECHANNEL);
     ck_assert_int_eq(b.close_code, 405);
     ck_assert_ptr_nonnull(strstr(b.close_text, "RESOURCE_LOCKED"));
+    cb = chan(other, &b); /* nor consumed, bound or read by them */
+    ck_assert_int_eq(mmi_basic_consume(other, cb, "mine", false, false, NULL, 0), MM_ECHANNEL);
+    ck_assert_int_eq(b.close_code, 405);
+    cb = chan(other, &b);
+    ck_assert_int_eq(mmi_queue_bind(other, cb, "mine", "amq.topic", "#"), MM_ECHANNEL);
+    ck_assert_int_eq(b.close_code, 405);
     mm_close(owner); /* the owner's connection ends: the queue goes with it */
     cb = chan(other, &b);
     declare(other, cb, "mine", MMI_Q_EXCLUSIVE, NULL);
@@ -591,6 +676,43 @@ numbered(mm_t *mm, uint16_t ch, const char *q, int n)
         pub(mm, ch, "", q, false, b);
     }
 }
+
+START_TEST(consumers_with_room_take_turns)
+{
+    mm_t *mm = up();
+    struct rec a = {0}, b = {0};
+    uint16_t ca = chan(mm, &a), cb = chan(mm, &b);
+    declare(mm, ca, "q", MMI_Q_DURABLE, NULL);
+    consume(mm, ca, "q", 10, NULL);
+    consume(mm, cb, "q", 10, NULL);
+    numbered(mm, ca, "q", 4);
+    ck_assert(got(&a, 2) && got(&b, 2));
+    settle_loop();
+    ck_assert_int_eq(a.n, 2); /* round robin, not the first one until it is full */
+    ck_assert_str_eq(a.c[0].body, "0");
+    ck_assert_str_eq(b.c[0].body, "1");
+    ck_assert_str_eq(a.c[1].body, "2");
+}
+END_TEST
+
+START_TEST(what_a_consumer_without_acks_got_is_gone)
+{
+    mm_t *mm = up();
+    struct rec a = {0}, b = {0};
+    uint16_t ca = chan(mm, &a), cb = chan(mm, &b);
+    declare(mm, ca, "q", MMI_Q_DURABLE, NULL);
+    ck_assert_int_eq(mmi_basic_consume(mm, ca, "q", true, false, NULL, 0), MM_OK);
+    numbered(mm, ca, "q", 3);
+    ck_assert(got(&a, 3));
+    ck_assert_int_eq(mmi_chan_close(mm, ca), MM_OK); /* nothing is out: nothing comes back */
+    consume(mm, cb, "q", 10, NULL);
+    pub(mm, cb, "", "q", false, "end");
+    ck_assert(got(&b, 1));
+    settle_loop();
+    ck_assert_int_eq(b.n, 1);
+    ck_assert_str_eq(b.c[0].body, "end");
+}
+END_TEST
 
 START_TEST(a_nack_with_requeue_puts_the_message_back_in_its_place_redelivered)
 {
@@ -670,8 +792,9 @@ END_TEST
 START_TEST(a_publish_to_a_missing_exchange_closes_the_channel_from_the_loop)
 {
     mm_t *mm = up();
-    struct rec r = {0};
+    struct rec r = {0}, s2 = {0};
     uint16_t ch = chan(mm, &r);
+    declare(mm, ch, "k", MMI_Q_DURABLE, NULL);
     pub(mm, ch, "x.none", "k", false, "lost");
     ck_assert_int_eq(r.closed, 0);
     pub(mm, ch, "", "k", false, "ignored"); /* the broker hears nothing more on it */
@@ -682,6 +805,28 @@ START_TEST(a_publish_to_a_missing_exchange_closes_the_channel_from_the_loop)
     ck_assert_int_eq(r.close_code, 404);
     ck_assert_ptr_nonnull(strstr(r.close_text, "no exchange 'x.none'"));
     ck_assert(!mmi_chan_is_open(mm, ch));
+    uint32_t n = 9;
+    ch = chan(mm, &s2);
+    ck_assert_int_eq(mmi_queue_declare(mm, ch, "k", MMI_Q_PASSIVE, NULL, &n), MM_OK);
+    ck_assert_int_eq((int) n, 0);
+}
+END_TEST
+
+START_TEST(a_method_on_a_channel_the_broker_closed_gets_that_close)
+{
+    mm_t *mm = up();
+    struct rec r = {0};
+    uint16_t ch = chan(mm, &r);
+    pub(mm, ch, "x.none", "k", false, "lost"); /* closed by the broker, not yet heard */
+    ck_assert_int_eq(CALL(mmi_queue_declare(mm, ch, "q", MMI_Q_DURABLE, NULL, NULL)), MM_ECHANNEL);
+    ck_assert_int_eq(r.closed, 1);
+    ck_assert(r.closed_in_call); /* the answer to the call, as on the AMQP transport */
+    ck_assert_int_eq(r.close_code, 404);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "no exchange 'x.none'"));
+    settle_loop();
+    ck_assert_int_eq(r.closed, 1); /* once */
+    mm_stat_t st;
+    ck_assert_int_eq(mmi_queue_stat(mm, "q", &st), MM_ENOENT); /* the declare never happened */
 }
 END_TEST
 
@@ -927,16 +1072,21 @@ main(void)
     tcase_add_test(api, a_broker_and_its_queues_live_while_an_instance_holds_it);
     tcase_add_test(api, callbacks_never_run_inside_the_call_that_caused_them);
     tcase_add_test(api, unsettled_work_goes_to_another_instance_when_its_route_stops);
+    tcase_add_test(api, a_redrive_moves_dead_letters_back_to_their_queue);
     tcase_add_test(api, the_election_works_between_instances_of_one_process);
+    tcase_add_test(api, brokers_of_other_names_live_in_other_threads);
     TCase *b = mmt_tcase(s, "broker", setup, teardown, 30);
     tcase_add_test(b, a_passive_declare_of_a_missing_queue_closes_only_its_channel_with_404);
     tcase_add_test(b, an_exclusive_queue_is_locked_to_other_connections_with_405);
     tcase_add_test(b, a_redeclare_must_be_equivalent_else_406_and_integer_types_are_one_class);
     tcase_add_test(b, prefetch_bounds_each_consumer_and_a_multiple_ack_makes_room);
+    tcase_add_test(b, consumers_with_room_take_turns);
+    tcase_add_test(b, what_a_consumer_without_acks_got_is_gone);
     tcase_add_test(b, a_nack_with_requeue_puts_the_message_back_in_its_place_redelivered);
     tcase_add_test(b, a_closed_channel_gives_back_what_it_held_in_order_redelivered);
     tcase_add_test(b, confirms_count_from_one_and_a_return_comes_before_its_ack);
     tcase_add_test(b, a_publish_to_a_missing_exchange_closes_the_channel_from_the_loop);
+    tcase_add_test(b, a_method_on_a_channel_the_broker_closed_gets_that_close);
     tcase_add_test(b, an_ack_of_an_unknown_tag_closes_the_channel_with_406);
     tcase_add_test(b, a_single_active_consumer_hands_over_when_it_leaves);
     tcase_add_test(b, an_auto_delete_queue_goes_with_its_last_consumer);
