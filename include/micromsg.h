@@ -246,7 +246,7 @@ enum {
 
 /**
  * Create a service instance. Nothing touches the network until
- * mm_connect().
+ * mm_connect() (and with a memory:// URI nothing ever does).
  *
  * A service name is 1 to 128 characters of [A-Za-z0-9._:-], does not begin
  * or end with '.', has no "..", and is not "internal" nor begins with
@@ -276,8 +276,28 @@ MM_EXPORT mm_t *mm_new(const char *service, const mm_opts_t *opts);
  * Each failed attempt is passed to the retry strategy, which says how long
  * to wait or to stop. Every step is bounded by connect_timeout_ms.
  *
- * @return MM_OK; MM_EURI (bad URI), MM_EUNREACHABLE (refused, DNS, no route),
- *         MM_ETIMEDOUT, MM_EAUTH (wrong credentials), MM_EVHOST, MM_ETLS,
+ * memory://NAME connects to an in-process broker instead, for testing
+ * handlers without RabbitMQ: the instances of this process that connect to
+ * the same NAME (the rules of a service name; nothing may follow it) share
+ * it, and instances of other names never meet. The API and the callback
+ * rules are the same (a callback never runs inside the call that caused
+ * it; deliveries come from the instance's loop), and so is what a handler
+ * or a requester observes: requests with replies, errors, streamed answers,
+ * timeouts and MM_ENOROUTE; events with wildcards and groups; tasks shared
+ * by competing workers within their prefetch, unsettled work redelivered
+ * (mm_msg_redelivered()) when its instance closes or goes, dead-lettering
+ * and mm_deadletter_redrive(); confirms (on_sent) and returns; peers and
+ * the election. No socket, thread or file is opened. What differs: nothing
+ * is shared with other processes; a memory broker lives while an instance
+ * that connected to it lives (after mm_free() of the last one, its queues
+ * and messages are gone); there are no heartbeats (mm_heartbeat() is 0),
+ * TLS, flow control or reconnects (a memory connection is never lost; it
+ * ends with mm_close() or mm_free()); request queues do not expire after
+ * 24 h unused. All instances using one NAME must run on one thread
+ * (instances of different names may run on different threads).
+ *
+ * @return MM_OK; MM_EURI (bad URI, or memory:// name), MM_EUNREACHABLE (refused,
+ *         DNS, no route), MM_ETIMEDOUT, MM_EAUTH (wrong credentials), MM_EVHOST, MM_ETLS,
  *         MM_ESTATE (already connected); detail in mm_last_error(), which
  *         never contains the password.
  */
