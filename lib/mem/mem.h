@@ -98,6 +98,7 @@ void mem_entry_free(mem_entry_t *e);        /* drops it */
 
 typedef struct mem_record {
     mem_msg_t *msg;
+    uint64_t segment; /* the segment it was written in (retention drops whole segments) */
 } mem_record_t;
 
 struct mem_queue {
@@ -111,6 +112,8 @@ struct mem_queue {
     int64_t max_length, max_bytes; /* -1: no bound */
     int64_t msg_ttl;               /* x-message-ttl; -1: none */
     int64_t max_age_ms;            /* stream retention (x-max-age); -1: none */
+    int64_t segment_bytes;         /* x-stream-max-segment-size-bytes */
+    uint64_t seg, seg_fill;        /* stream: the active segment and its bytes */
     bool sac, reject_publish, stream;
     mem_entry_t *head, *tail; /* ready, by seq */
     uint32_t ready;

@@ -215,7 +215,9 @@ int
 mem_queue_args(mem_queue_t *q, const amqp_table_t *args, mem_err_t *e)
 {
     q->max_length = q->max_bytes = q->msg_ttl = q->max_age_ms = -1;
+    q->segment_bytes = 500000000; /* RabbitMQ's default segment */
     if (count_arg(q, args, "x-max-length", &q->max_length, e) != 0 ||
+        count_arg(q, args, "x-stream-max-segment-size-bytes", &q->segment_bytes, e) != 0 ||
         count_arg(q, args, "x-max-length-bytes", &q->max_bytes, e) != 0 ||
         count_arg(q, args, "x-message-ttl", &q->msg_ttl, e) != 0 || kind_args(q, args, e) != 0 ||
         age_arg(q, args, e) != 0)

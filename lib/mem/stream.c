@@ -5,9 +5,11 @@
  * by the x-stream-offset consumer argument ("first", "last", "next", an
  * offset, or a timestamp in seconds), within its prefetch: an ack (or nack)
  * only makes room, the record stays. Each delivery carries its offset in the
- * x-stream-offset header (lib/mem/inbox.c). Retention (x-max-length-bytes,
- * x-max-age) is applied record by record when a record is appended, where
- * RabbitMQ drops whole segments: records may live longer there.
+ * x-stream-offset header (lib/mem/inbox.c). Retention works as RabbitMQ's:
+ * records are written in segments of x-stream-max-segment-size-bytes
+ * (500 MB by default), and when a segment is full the oldest segments go
+ * while the stream is over x-max-length-bytes or their newest record is
+ * older than x-max-age; the active segment always stays.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,14 +27,36 @@ drop_first(mem_queue_t *q)
     q->first_offset++;
 }
 
+/* When the oldest segment's newest record was written (wall ms). */
+static int64_t
+oldest_segment_end(const mem_queue_t *q)
+{
+    size_t i = 0;
+    while (i + 1 < q->nrec && q->records[i + 1].segment == q->records[0].segment)
+        i++;
+    return q->records[i].msg->wall_ms;
+}
+
 static bool
 retention_over(const mem_queue_t *q, int64_t now)
 {
-    if (q->nrec <= 1) /* the newest record always stays */
+    if (q->nrec == 0 || q->records[0].segment == q->seg) /* the active segment stays */
         return false;
     if (q->max_bytes >= 0 && q->rec_bytes > (uint64_t) q->max_bytes)
         return true;
-    return q->max_age_ms >= 0 && now - q->records[0].msg->wall_ms > q->max_age_ms;
+    return q->max_age_ms >= 0 && now - oldest_segment_end(q) > q->max_age_ms;
+}
+
+/* Retention runs when a segment fills, as on RabbitMQ: whole old segments go. */
+static void
+apply_retention(mem_queue_t *q)
+{
+    int64_t now = mmi_wall_ms();
+    while (retention_over(q, now)) {
+        uint64_t seg = q->records[0].segment;
+        while (q->nrec > 0 && q->records[0].segment == seg)
+            drop_first(q);
+    }
 }
 
 bool
@@ -46,11 +70,16 @@ mem_stream_append(mem_queue_t *q, mem_msg_t *msg)
         q->records = r;
         q->rec_cap = cap;
     }
-    q->records[q->nrec++] = (mem_record_t){.msg = mem_msg_ref(msg)};
+    bool full = q->seg_fill > 0 && q->seg_fill + msg->body.len > (uint64_t) q->segment_bytes;
+    if (full) { /* a new segment: the old ones may go */
+        q->seg++;
+        q->seg_fill = 0;
+    }
+    q->records[q->nrec++] = (mem_record_t){.msg = mem_msg_ref(msg), .segment = q->seg};
     q->rec_bytes += msg->body.len;
-    int64_t now = mmi_wall_ms();
-    while (retention_over(q, now))
-        drop_first(q);
+    q->seg_fill += msg->body.len;
+    if (full)
+        apply_retention(q);
     mem_touch(q);
     return true;
 }

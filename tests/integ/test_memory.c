@@ -994,6 +994,27 @@ START_TEST(stream_readers_start_where_x_stream_offset_says)
 }
 END_TEST
 
+START_TEST(stream_retention_drops_whole_old_segments)
+{
+    mm_t *mm = up();
+    struct rec w = {0}, r = {0};
+    uint16_t ch = chan(mm, &w);
+    amqp_table_entry_t e[3] = {
+        {.key = amqp_cstring_bytes("x-queue-type"), .value = str_value("stream")},
+        int_arg("x-stream-max-segment-size-bytes", AMQP_FIELD_KIND_I64, 20),
+        int_arg("x-max-length-bytes", AMQP_FIELD_KIND_I64, 45)};
+    amqp_table_t args = {3, e};
+    declare(mm, ch, "s", MMI_Q_DURABLE, &args);
+    for (int i = 0; i < 5; i++) /* 10 bytes each: two records a segment */
+        pub(mm, ch, "", "s", false, "0123456789");
+    /* The fifth opens a third segment with 50 bytes in all: the first segment
+     * goes whole (0 and 1), though dropping 0 alone would do. */
+    read_stream(mm, &r, str_value("first"), 3);
+    ck_assert_int_eq((int) r.c[0].offset, 2);
+    ck_assert_int_eq((int) r.c[2].offset, 4);
+}
+END_TEST
+
 START_TEST(topic_bindings_match_like_amqp)
 {
     mm_t *mm = up();
@@ -1094,6 +1115,7 @@ main(void)
     tcase_add_test(b, deleting_a_consumed_queue_cancels_its_consumers);
     tcase_add_test(b, an_exclusive_consumer_keeps_others_out_with_403);
     tcase_add_test(b, stream_readers_start_where_x_stream_offset_says);
+    tcase_add_test(b, stream_retention_drops_whole_old_segments);
     tcase_add_test(b, topic_bindings_match_like_amqp);
     tcase_add_test(b, an_expired_message_is_dropped_before_delivery);
     tcase_add_test(b, a_full_queue_with_reject_publish_nacks);
