@@ -19,8 +19,6 @@
 
 #include "reader.h"
 
-static int reader_stop(struct mm_reader *r);
-
 /* ---- events and timers ---- */
 
 void
@@ -87,8 +85,6 @@ on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the steps ---- */
 
-static void on_read_content(mm_t *mm, const mmi_content_t *c, void *ud);
-
 static void
 on_read_method(mm_t *mm, uint16_t ch, const amqp_method_t *m, void *ud)
 {
@@ -126,13 +122,7 @@ on_read_closed(mm_t *mm, uint16_t ch, int code, const char *text, void *ud)
 }
 
 static const mmi_chan_ops_t READ_OPS = {
-    .on_content = on_read_content, .on_method = on_read_method, .on_closed = on_read_closed};
-
-static void
-on_read_content(mm_t *mm, const mmi_content_t *c, void *ud)
-{
-    mmi_reader_content(mm, c, ud);
-}
+    .on_content = mmi_reader_content, .on_method = on_read_method, .on_closed = on_read_closed};
 
 void
 mmi_reader_unread(struct mm_reader *r)
@@ -173,9 +163,8 @@ open_read(struct mm_reader *r)
 static int
 step(struct mm_reader *r)
 {
-    int rc = MM_OK;
-    if (!r->topic_ok && (rc = mmi_topic_check(r->mm, r->topic)) == MM_OK)
-        r->topic_ok = true;
+    int rc = r->topic_ok ? MM_OK : mmi_topic_check(r->mm, r->topic);
+    r->topic_ok = rc == MM_OK;
     if (rc == MM_OK)
         rc = mmi_rlock_join(r->lock);
     if (rc == MM_OK)
@@ -362,11 +351,15 @@ copy_types(struct mm_reader *r, const mm_read_opts_t *o)
 {
     if (o->ntypes == 0)
         return MM_OK;
-    if ((r->types = calloc(o->ntypes, sizeof *r->types)) == NULL)
+    r->types = calloc(o->ntypes, sizeof *r->types);
+    if (r->types == NULL)
         return MM_ENOMEM;
-    for (; r->ntypes < o->ntypes; r->ntypes++)
-        if ((r->types[r->ntypes] = strdup(o->types[r->ntypes])) == NULL)
+    for (size_t i = 0; i < o->ntypes; i++) {
+        r->types[i] = strdup(o->types[i]);
+        if (r->types[i] == NULL)
             return MM_ENOMEM;
+        r->ntypes = i + 1;
+    }
     return MM_OK;
 }
 
@@ -391,8 +384,9 @@ reader_new(mm_t *mm, const char *topic, const char *consumer, const mm_read_opts
     mmi_stream_queue(r->stream_q, sizeof r->stream_q, topic);
     snprintf(r->cursor_q, sizeof r->cursor_q, "q.cursor.%s.%s", mm->service, consumer);
     r->retry = evtimer_new(mm->base, on_retry, r);
-    if (r->topic == NULL || r->consumer == NULL || r->retry == NULL || copy_types(r, o) != MM_OK ||
-        (r->lock = mmi_rlock_new(r)) == NULL) {
+    if (r->topic != NULL && r->consumer != NULL && r->retry != NULL && copy_types(r, o) == MM_OK)
+        r->lock = mmi_rlock_new(r);
+    if (r->lock == NULL) {
         reader_free(r);
         return NULL;
     }

@@ -296,9 +296,9 @@ mmi_cursor_settled(struct mm_reader *r, int64_t offset)
         mmi_cursor_write(r, NULL, NULL);
         return;
     }
-    if (r->save_timer == NULL && (r->save_timer = evtimer_new(r->mm->base, on_save, r)) == NULL)
-        return; /* no timer: the cursor is written every cursor_every records only */
-    if (!evtimer_pending(r->save_timer, NULL)) {
+    if (r->save_timer == NULL) /* none (no memory): written every cursor_every records only */
+        r->save_timer = evtimer_new(r->mm->base, on_save, r);
+    if (r->save_timer != NULL && !evtimer_pending(r->save_timer, NULL)) {
         struct timeval tv = {.tv_sec = (long) (r->cursor_ms / 1000),
                              .tv_usec = (long) (r->cursor_ms % 1000) * 1000};
         evtimer_add(r->save_timer, &tv);

@@ -55,6 +55,8 @@ static void
 lock_lost(struct mmi_rlock *l, const char *why)
 {
     l->held = false;
+    if (l->token)
+        l->token_ms = mmi_now_ms(); /* still first in line: try again soon */
     if (l->r != NULL)
         mmi_reader_lock_lost(l->r, why);
 }

@@ -782,9 +782,9 @@ START_TEST(connection_closed_then_clean_handover)
     ck_assert_int_eq(mm_reader_active(b), 1);
     observe(300);
     ck_assert_int_eq(mm_reader_active(a), 0); /* back, as a standby */
-    publish_range(F.mm2, 100, 55, NULL);
-    r2.want = 55;
+    r2.want = 55; /* before publishing: records may arrive while it waits for confirms */
     r2.done = false;
+    publish_range(F.mm2, 100, 55, NULL);
     MMT_WAIT(F.base, r2.done, mmt_scale(WAIT_MS));
     ck_assert_int_eq(r2.offset[0], 100); /* from the cursor: 0..99 were settled by a */
     ck_assert_int_eq(r2.offset[r2.n - 1], 154);
@@ -828,13 +828,13 @@ START_TEST(close_and_reconnect)
     rd.want = 30;
     read_topic(F.mm, cons, (mm_from_t){MM_FROM_CURSOR, 0}, &rd, &o);
     MMT_WAIT(F.base, rd.done, mmt_scale(WAIT_MS));
-    F.ev.active = false;
     ck_assert_int_eq(mm_close(F.mm), MM_OK);
+    F.ev.active = false; /* events raised before the close were delivered while it waited */
     mmt_connect(F.mm);
     MMT_WAIT(F.base, F.ev.active, mmt_scale(WAIT_MS));
-    publish_range(F.mm, 30, 5, NULL);
     rd.want = 35;
     rd.done = false;
+    publish_range(F.mm, 30, 5, NULL);
     MMT_WAIT(F.base, rd.done, mmt_scale(WAIT_MS));
     ck_assert_int_eq(rd.offset[30], 30); /* nothing read twice */
     ck_assert_int_eq(mm_close(F.mm), MM_OK);
@@ -889,8 +889,8 @@ START_TEST(unknown_topic)
     uint64_t t0 = mmt_now_ms();
     declare(F.mm, NULL);
     MMT_WAIT(F.base, F.ev.active, mmt_scale(WAIT_MS));
-    publish_range(F.mm, 0, 3, NULL);
     rd.want = 3;
+    publish_range(F.mm, 0, 3, NULL);
     MMT_WAIT(F.base, rd.done, mmt_scale(WAIT_MS));
     printf("topics: a reader of a missing topic started %llu ms after it was declared\n",
            (unsigned long long) (mmt_now_ms() - t0));
