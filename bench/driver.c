@@ -26,29 +26,35 @@ const bench_scenario_t bench_scenarios[BENCH_SCENARIOS] = {
     /* id, title, server role, client role, window, persistent, n, n quick, warmup,
      * sides, QoS per side, -H per side, target B/A, names of the sides */
     {"rpc1", "RPC, 1 in flight", "rpc-server", "rpc-client", 1, 0, 20000, 1000, 300,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg", 0},
     {"rpc16", "RPC, 16 in flight", "rpc-server", "rpc-client", 16, 0, 40000, 4000, 1000,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg", 0},
     {"rpc128", "RPC, 128 in flight", "rpc-server", "rpc-client", 128, 0, 60000, 6000, 2000,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg", 0},
     {"events", "events end to end", "ev-listen", "ev-emit", 1, 0, 100000, 10000, 2000,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.95, "raw rabbitmq-c", "micromsg", 0},
     {"tasks", "tasks, transient, confirmed", "task-work", "task-pub", 1000, 0, 60000, 6000, 2000,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.90, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.90, "raw rabbitmq-c", "micromsg", 0},
     {"ptasks", "tasks, persistent, confirmed", "task-work", "task-pub", 1000, 1, 40000, 4000, 2000,
-     {"raw", "mm"}, {0, 0}, {0, 0}, 0.90, "raw rabbitmq-c", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {0, 0}, 0.90, "raw rabbitmq-c", "micromsg", 0},
     {"qos", "RPC, 128 in flight, QoS off vs on", "rpc-server", "rpc-client", 128, 0, 60000, 6000,
-     2000, {"mm", "mm"}, {0, 1}, {0, 0}, 0, "micromsg", "micromsg + QoS"},
+     2000, {"mm", "mm"}, {0, 1}, {0, 0}, 0, "micromsg", "micromsg + QoS", 0},
     /* The same bytes on the wire: raw rabbitmq-c sending micromsg's properties
      * (-H), to tell the protocol's cost from the implementation's. */
     {"rpc1h", "RPC, 1 in flight, same bytes", "rpc-server", "rpc-client", 1, 0, 20000, 1000,
-     300, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
+     300, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg", 0},
     {"rpc16h", "RPC, 16 in flight, same bytes", "rpc-server", "rpc-client", 16, 0, 40000, 4000,
-     1000, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
+     1000, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg", 0},
     {"eventsh", "events, same bytes", "ev-listen", "ev-emit", 1, 0, 100000, 10000, 2000,
-     {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
+     {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg", 0},
     {"ptasksh", "tasks, persistent, same bytes", "task-work", "task-pub", 1000, 1, 40000, 4000,
-     2000, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg"},
+     2000, {"raw", "mm"}, {0, 0}, {1, 0}, 0, "raw + protocol headers", "micromsg", 0},
+    /* Topics (RabbitMQ streams): the append rate (confirmed records/s, 1000
+     * unconfirmed at most) and the replay rate from the first record. */
+    {"tappend", "topic append, confirmed", "topic-prep", "topic-pub", 1000, 1, 100000, 10000,
+     2000, {"raw", "mm"}, {0, 0}, {0, 0}, 0, "raw rabbitmq-c", "micromsg", 1},
+    {"treplay", "topic replay from first", "topic-fill", "topic-read", 1000, 1, 100000, 10000,
+     2000, {"raw", "mm"}, {0, 0}, {0, 0}, 0, "raw rabbitmq-c", "micromsg", 1},
 };
 /* clang-format on */
 
@@ -207,9 +213,10 @@ role_opts(role_opts_t *o, const bench_suite_t *s, const bench_scenario_t *sc, in
 }
 
 static void
-fill_run(bench_run_t *r, const char *cl, const char *sv, long ticks, long msgs, int rpc)
+fill_run(bench_run_t *r, const char *cl, const char *sv, long ticks, long msgs, int rpc,
+         int client_measures)
 {
-    const char *measured = rpc ? cl : sv;
+    const char *measured = rpc || client_measures ? cl : sv;
     r->rate = field(measured, "rate");
     r->p50 = field(cl, "p50_us");
     r->p99 = field(cl, "p99_us");
@@ -256,7 +263,8 @@ done:;
                 sc->impl[side], rc_c, rc_s);
         return -1;
     }
-    fill_run(out, clline, svline, b0 < 0 || b1 < 0 ? -1 : b1 - b0, o.n + o.warmup, rpc);
+    fill_run(out, clline, svline, b0 < 0 || b1 < 0 ? -1 : b1 - b0, o.n + o.warmup, rpc,
+             sc->client_measures);
     return 0;
 }
 

@@ -36,9 +36,10 @@ typedef struct {
     int headers[2];      /* raw with micromsg's properties (-H) */
     double target;       /* B/A throughput target, 0: none */
     const char *a_name, *b_name;
+    int client_measures; /* the rate is the client's (topics), not the server's */
 } bench_scenario_t;
 
-#define BENCH_SCENARIOS 11
+#define BENCH_SCENARIOS 13
 extern const bench_scenario_t bench_scenarios[BENCH_SCENARIOS];
 
 int bench_suite_run(const bench_suite_t *s);

@@ -12,9 +12,9 @@
  * properties micromsg puts on the same message (../shared/PROTOCOL.md 2 and
  * 4, lib/request.c, answer.c, send.c, outbox.c): the __mms table, idRequest,
  * a uuid correlation id, a q.replyQueue reply queue, the expiration, the
- * message id of a confirmed task, with fresh ids and wall-clock times per
- * message. The difference between raw and raw -H is the protocol's cost; the
- * rest of micromsg's gap is the implementation's.
+ * message id, timestamp and app_id micromsg puts on every message (issue
+ * 10's metadata), with fresh ids and wall-clock times per message. The difference between raw and
+ * raw -H is the protocol's cost; the rest of micromsg's gap is the implementation's.
  */
 #include "raw.h"
 #include "roles.h"
@@ -280,6 +280,8 @@ static void
 make_id(char out[37])
 {
     static const char hex[] = "0123456789abcdef";
+    if ((rng[0] | rng[1]) == 0)
+        ids_seed();
     uint8_t b[16];
     uint64_t hi = rng_next(), lo = rng_next();
     for (int i = 0; i < 8; i++) {
@@ -314,7 +316,26 @@ typedef struct {
     amqp_table_entry_t mms[3];
     amqp_table_entry_t top[2];
     char id_request[37];
+    char msg_id[37];
 } proto_hdrs_t;
+
+/* What micromsg puts on every message (lib/publish.c, lib/meta.c): a fresh
+ * message id, the time in seconds, and app_id <service>@<instance id>. */
+static void
+meta_props(proto_hdrs_t *h, amqp_basic_properties_t *p)
+{
+    static char app_id[80];
+    if (app_id[0] == '\0') {
+        char id[37];
+        make_id(id);
+        snprintf(app_id, sizeof app_id, "mmb-raw-client@%s", id);
+    }
+    make_id(h->msg_id);
+    p->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
+    p->message_id = (amqp_bytes_t){36, h->msg_id};
+    p->timestamp = (uint64_t) time(NULL);
+    p->app_id = amqp_cstring_bytes(app_id);
+}
 
 /* __mms fields: strings UTF-8, integers signed 64-bit, as lib/headers.c. */
 static void
@@ -358,6 +379,7 @@ hdrs_finish(proto_hdrs_t *h, int nmms, amqp_bytes_t id, amqp_basic_properties_t 
     }
     p->_flags |= AMQP_BASIC_HEADERS_FLAG;
     p->headers = (amqp_table_t){n, h->top};
+    meta_props(h, p);
 }
 
 /* A request or task's __mms and a fresh idRequest; iat now. */
@@ -706,6 +728,8 @@ raw_ev_emit(const bench_args_t *a)
     bench_span_start(&span);
     for (long i = 0; i < total; i++) {
         bench_body_pack(body, (uint64_t) i, bench_now_ns());
+        if (a->headers)
+            meta_props(&h, &props);
         check_status(amqp_basic_publish(c, RAW_CH, ex, rk, 0, 0, &props, b),
                      "ev-emit: publishing an event");
     }

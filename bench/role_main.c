@@ -20,6 +20,8 @@ static const struct {
     {"mm", "rpc-server", mmb_rpc_server},  {"mm", "rpc-client", mmb_rpc_client},
     {"mm", "ev-listen", mmb_ev_listen},    {"mm", "ev-emit", mmb_ev_emit},
     {"mm", "task-work", mmb_task_work},    {"mm", "task-pub", mmb_task_pub},
+    {"mm", "topic-prep", mmb_topic_prep},  {"mm", "topic-pub", mmb_topic_pub},
+    {"mm", "topic-fill", mmb_topic_fill},  {"mm", "topic-read", mmb_topic_read},
 };
 
 const char *

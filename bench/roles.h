@@ -58,5 +58,9 @@ int mmb_ev_listen(const bench_args_t *a);
 int mmb_ev_emit(const bench_args_t *a);
 int mmb_task_work(const bench_args_t *a);
 int mmb_task_pub(const bench_args_t *a);
+int mmb_topic_prep(const bench_args_t *a); /* bench/mm_topic.c */
+int mmb_topic_pub(const bench_args_t *a);
+int mmb_topic_fill(const bench_args_t *a);
+int mmb_topic_read(const bench_args_t *a);
 
 #endif

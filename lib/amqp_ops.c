@@ -131,11 +131,18 @@ int
 mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
                   char *ret_tag, size_t tag_len)
 {
+    return mmi_basic_consume_args(mm, ch, queue, no_ack, exclusive, NULL, ret_tag, tag_len);
+}
+
+int
+mmi_basic_consume_args(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
+                       const amqp_table_t *args, char *ret_tag, size_t tag_len)
+{
     amqp_basic_consume_t req = {
         .queue = amqp_cstring_bytes(queue),
         .no_ack = no_ack,
         .exclusive = exclusive,
-        .arguments = amqp_empty_table,
+        .arguments = args ? *args : amqp_empty_table,
     };
     amqp_basic_consume_ok_t *ok = NULL;
     int rc = mmi_rpc(mm, ch, AMQP_BASIC_CONSUME_METHOD, &req, AMQP_BASIC_CONSUME_OK_METHOD,

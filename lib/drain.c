@@ -33,6 +33,7 @@ mmi_drain(mm_t *mm)
     if (mm->state != MMI_CONNECTED)
         return MM_OK;
     mmi_routes_cancel(mm);
+    mmi_modules_quiesce(mm);
     int rc = mmi_loop_until(mm, drained, NULL, mm->opts.close_timeout_ms);
     if (rc == MM_ETIMEDOUT)
         mmi_log(mm, MM_LOG_WARN,

@@ -102,9 +102,11 @@ typedef struct mmi_hooks {
     void (*down)(mm_t *mm, void *state);    /* the connection is lost or closed, at once */
     void (*destroy)(mm_t *mm, void *state); /* mm_free: release everything */
     void *state;
+    void (*quiesce)(mm_t *mm, void *state); /* mm_close is about to wait for handlers and
+                                               confirms: stop receiving, send what must go */
 } mmi_hooks_t;
 
-#define MMI_MAX_MODULES 4
+#define MMI_MAX_MODULES 8
 
 struct mm {
     char *service;
@@ -223,6 +225,7 @@ char *mmi_request_queue(char *out, size_t cap, const char *service, const char *
 int mmi_module_add(mm_t *mm, const mmi_hooks_t *hooks);
 void mmi_modules_up(mm_t *mm);
 void mmi_modules_down(mm_t *mm);
+void mmi_modules_quiesce(mm_t *mm);
 void mmi_modules_destroy(mm_t *mm);
 
 /* ---- instance (lib/mm.c) ---- */
@@ -343,6 +346,9 @@ int mmi_basic_cancel(mm_t *mm, uint16_t ch, const char *tag);
 int mmi_basic_qos(mm_t *mm, uint16_t ch, uint16_t prefetch);
 int mmi_basic_consume(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
                       char *ret_tag, size_t tag_len);
+/* The same with consumer arguments (args may be NULL), e.g. x-stream-offset. */
+int mmi_basic_consume_args(mm_t *mm, uint16_t ch, const char *queue, bool no_ack, bool exclusive,
+                           const amqp_table_t *args, char *ret_tag, size_t tag_len);
 int mmi_basic_ack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple);
 int mmi_basic_nack(mm_t *mm, uint16_t ch, uint64_t tag, bool multiple, bool requeue);
 int mmi_publish_encoded(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,

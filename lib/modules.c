@@ -1,9 +1,9 @@
 /*
  * The hooks through which the core tells the modules beside it (peers/,
- * election/) about the connection: up (after mm_connect, and after a
+ * election/, topics) about the connection: up (after mm_connect, and after a
  * reconnect once the routes are back), down (the moment the connection is
- * lost or closed) and destroy (mm_free). Modules keep their own state and
- * use only lib/internal.h.
+ * lost or closed), quiesce (mm_close's drain begins) and destroy (mm_free). Modules keep their own
+ * state and use only lib/internal.h.
  */
 #include "internal.h"
 
@@ -30,6 +30,14 @@ mmi_modules_down(mm_t *mm)
     for (int i = 0; i < mm->nmodules; i++)
         if (mm->modules[i].down != NULL)
             mm->modules[i].down(mm, mm->modules[i].state);
+}
+
+void
+mmi_modules_quiesce(mm_t *mm)
+{
+    for (int i = 0; i < mm->nmodules && mm->state == MMI_CONNECTED; i++)
+        if (mm->modules[i].quiesce != NULL)
+            mm->modules[i].quiesce(mm, mm->modules[i].state);
 }
 
 void

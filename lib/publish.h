@@ -35,4 +35,11 @@ int mmi_pub_channel(mm_t *mm, bool confirm, bool need_exchange, uint16_t *ret_ch
 
 #define MMI_PUBSUB "x.pubSub"
 
+/* lib/send.c: the options of a send, copied with their size checked. */
+int mmi_send_load_opts(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o);
+/* Encode the body, add the metadata and user headers to h (then finished
+ * and emptied), and send p through the outbox. request_id: idRequest or NULL. */
+int mmi_send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_id,
+                 mmi_pub_t *p, const void *body, size_t len);
+
 #endif

@@ -11,8 +11,8 @@
 #include "msg.h"
 #include "publish.h"
 
-static int
-load_opts(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o)
+int
+mmi_send_load_opts(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o)
 {
     *o = (mm_send_opts_t) MM_SEND_OPTS_INIT;
     if (opts == NULL)
@@ -23,9 +23,9 @@ load_opts(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o)
     return MM_OK;
 }
 
-static int
-send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_id, mmi_pub_t *p,
-         const void *body, size_t len)
+int
+mmi_send_one(mm_t *mm, mmi_hdrs_t *h, const mm_send_opts_t *o, const char *request_id, mmi_pub_t *p,
+             const void *body, size_t len)
 {
     char err[160] = "";
     mmi_wire_out_t w;
@@ -56,7 +56,7 @@ static int
 prepare(mm_t *mm, const mm_send_opts_t *opts, mm_send_opts_t *o, const char *what, const char *name,
         unsigned flags, const char *route)
 {
-    int rc = load_opts(mm, opts, o);
+    int rc = mmi_send_load_opts(mm, opts, o);
     if (rc == MM_OK)
         rc = mmi_check_dest(mm, what, name, flags, route);
     if (rc == MM_OK && mm->state == MMI_IDLE)
@@ -91,7 +91,7 @@ mm_task(mm_t *mm, const char *service, const char *route, const void *body, size
                    .out_flags = MMI_OUT_BUFFER | (confirm ? MMI_OUT_CONFIRM : 0),
                    .done = o.on_sent,
                    .done_ud = o.sent_ud};
-    return send_one(mm, &h, &o, o.request_id ? o.request_id : rid, &p, body, len);
+    return mmi_send_one(mm, &h, &o, o.request_id ? o.request_id : rid, &p, body, len);
 }
 
 int
@@ -116,5 +116,5 @@ mm_emit(mm_t *mm, const char *target, const char *route, const void *body, size_
                    .out_flags = MMI_OUT_BUFFER | (confirm ? MMI_OUT_CONFIRM : 0),
                    .done = o.on_sent,
                    .done_ud = o.sent_ud};
-    return send_one(mm, &h, &o, NULL, &p, body, len);
+    return mmi_send_one(mm, &h, &o, NULL, &p, body, len);
 }

@@ -17,9 +17,11 @@ check_request(mm_msg_t *msg, const char *what)
     mm_t *mm = msg->mm;
     if (mm == NULL)
         return msg->kind == MM_MSG_ANSWER ? MM_ESTATE : MM_ECLOSED;
-    if (msg->kind == MM_MSG_EVENT || msg->kind == MM_MSG_ANSWER)
+    if (msg->kind == MM_MSG_EVENT || msg->kind == MM_MSG_ANSWER || msg->kind == MM_MSG_RECORD)
         return mmi_fail(mm, MM_ESTATE, "%s: the message is %s, not a request", what,
-                        msg->kind == MM_MSG_EVENT ? "an event" : "an answer");
+                        msg->kind == MM_MSG_EVENT    ? "an event"
+                        : msg->kind == MM_MSG_RECORD ? "a topic record"
+                                                     : "an answer");
     if (msg->expired)
         return mmi_fail(mm, MM_ETIMEDOUT, "%s: the request on '%s' expired; nothing sent", what,
                         msg->route);
@@ -186,6 +188,10 @@ mm_msg_nack(mm_msg_t *msg, int requeue)
     int rc = check_delivery(msg);
     if (rc != MM_OK)
         return rc;
+    /* A stream keeps its records: there is nothing to give back (lib/reader_record.c). */
+    if (msg->kind == MM_MSG_RECORD)
+        return mmi_fail(msg->mm, MM_ESTATE,
+                        "mm_msg_nack: a topic record is settled when its handler returns");
     /* Given up (no requeue), a request or task is dead-lettered, never dropped;
      * given back, it is counted when the broker delivers it again. */
     static const char given_up[] = "given up by its handler (mm_msg_nack without requeue)";

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "micromsg.h"
@@ -435,6 +436,159 @@ START_TEST(the_election_works_between_instances_of_one_process)
     F.mm[leader] = NULL;
     int next = wait_one_leader();
     ck_assert_int_ne(next, leader);
+}
+END_TEST
+
+/* ---- topics (streams) through the public API ---- */
+
+struct records {
+    int n;
+    int64_t offset[64];
+    char type[64][16];
+    bool in_call;
+};
+
+static void
+on_record(mm_msg_t *msg, void *ud)
+{
+    struct records *r = ud;
+    ck_assert_int_eq(mm_msg_kind_of(msg), MM_MSG_RECORD);
+    ck_assert_int_lt(r->n, 64);
+    r->in_call |= in_call > 0;
+    r->offset[r->n] = mm_msg_offset(msg);
+    snprintf(r->type[r->n], sizeof r->type[r->n], "%s", mm_msg_type(msg));
+    r->n++;
+}
+
+static void
+append(mm_t *mm, const char *type, int n)
+{
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(CALL(mm_topic_publish(mm, "t", type, "\xc0", 1, NULL)) == MM_OK, "%s",
+                      mm_last_error(mm));
+}
+
+static mm_reader_t *
+reader(mm_t *mm, const char *consumer, mm_from_t from, struct records *r, const mm_read_opts_t *o)
+{
+    mm_reader_t *rd = NULL;
+    ck_assert_msg(CALL(mm_topic_read(mm, "t", consumer, from, on_record, r, o, &rd)) == MM_OK, "%s",
+                  mm_last_error(mm));
+    return rd;
+}
+
+START_TEST(topics_replay_from_first_an_offset_the_last_next_or_a_time)
+{
+    mm_t *mm = up();
+    ck_assert_int_eq(mm_topic_declare(mm, "t", NULL), MM_OK);
+    append(mm, "created", 10);
+    struct records first = {0}, at7 = {0}, last = {0}, next = {0}, later = {0};
+    reader(mm, "first", (mm_from_t){MM_FROM_FIRST, 0}, &first, NULL);
+    reader(mm, "at7", (mm_from_t){MM_FROM_OFFSET, 7}, &at7, NULL);
+    reader(mm, "last", (mm_from_t){MM_FROM_LAST, 0}, &last, NULL);
+    reader(mm, "next", (mm_from_t){MM_FROM_NEXT, 0}, &next, NULL);
+    int64_t hour = (int64_t) time(NULL) * 1000 + 3600000; /* no record is that recent yet */
+    reader(mm, "later", (mm_from_t){MM_FROM_TIMESTAMP, hour}, &later, NULL);
+    wait_count(&first.n, 10, "records from the first");
+    wait_count(&at7.n, 3, "records from offset 7");
+    wait_count(&last.n, 1, "the last record");
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq((int) first.offset[i], i);
+    ck_assert_str_eq(first.type[0], "created");
+    ck_assert_int_eq((int) at7.offset[0], 7);
+    ck_assert_int_eq((int) last.offset[0], 9);
+    settle_loop();
+    ck_assert_int_eq(next.n + later.n, 0);
+    append(mm, "updated", 1); /* every reader gets what comes next */
+    wait_count(&next.n, 1, "the next record");
+    wait_count(&later.n, 1, "the record after the time");
+    wait_count(&first.n, 11, "the new record");
+    ck_assert_int_eq((int) next.offset[0], 10);
+    ck_assert_str_eq(next.type[0], "updated");
+    ck_assert(!first.in_call && !next.in_call);
+}
+END_TEST
+
+START_TEST(a_reader_resumes_after_its_cursor_and_filters_types)
+{
+    mm_t *mm = up();
+    ck_assert_int_eq(mm_topic_declare(mm, "t", NULL), MM_OK);
+    append(mm, "a", 5);
+    mm_read_opts_t o = MM_READ_OPTS_INIT;
+    o.cursor_every = 1;
+    struct records r1 = {0}, r2 = {0}, only_b = {0};
+    mm_reader_t *rd = reader(mm, "r", (mm_from_t){MM_FROM_CURSOR, 0}, &r1, &o); /* none: first */
+    wait_count(&r1.n, 5, "the first five");
+    ck_assert_int_eq((int) mm_reader_position(rd), 4);
+    ck_assert_int_eq(mm_reader_stop(rd), MM_OK); /* writes the cursor */
+    append(mm, "b", 3);
+    reader(mm, "r", (mm_from_t){MM_FROM_CURSOR, 0}, &r2, &o);
+    wait_count(&r2.n, 3, "the records after the cursor");
+    ck_assert_int_eq((int) r2.offset[0], 5);
+    const char *types[] = {"b"};
+    o.types = types;
+    o.ntypes = 1;
+    reader(mm, "only-b", (mm_from_t){MM_FROM_FIRST, 0}, &only_b, &o);
+    wait_count(&only_b.n, 3, "records of type b");
+    settle_loop();
+    ck_assert_int_eq(only_b.n, 3);
+    ck_assert_str_eq(only_b.type[0], "b");
+}
+END_TEST
+
+static bool
+one_active(mm_reader_t *a, mm_reader_t *b)
+{
+    uint64_t end = mmt_now_ms() + (uint64_t) mmt_scale(WAIT_MS);
+    bool never = false;
+    while (mm_reader_active(a) + (b ? mm_reader_active(b) : 0) != 1 && mmt_now_ms() < end)
+        mmt_wait(F.base, &never, 5);
+    return mm_reader_active(a) + (b ? mm_reader_active(b) : 0) == 1;
+}
+
+START_TEST(one_reader_per_consumer_name_and_a_standby_takes_over)
+{
+    mm_t *writer = up(), *x = up(), *y = up();
+    ck_assert_int_eq(mm_topic_declare(writer, "t", NULL), MM_OK);
+    append(writer, "e", 3);
+    mm_read_opts_t o = MM_READ_OPTS_INIT;
+    o.cursor_every = 1;
+    struct records rx = {0}, ry = {0};
+    mm_reader_t *a = reader(x, "w", (mm_from_t){MM_FROM_FIRST, 0}, &rx, &o);
+    mm_reader_t *b = reader(y, "w", (mm_from_t){MM_FROM_FIRST, 0}, &ry, &o);
+    ck_assert(one_active(a, b));
+    bool x_reads = mm_reader_active(a);
+    struct records *active = x_reads ? &rx : &ry, *standby = x_reads ? &ry : &rx;
+    wait_count(&active->n, 3, "records at the active reader");
+    settle_loop();
+    ck_assert_int_eq(standby->n, 0);
+    int gone = x_reads ? 1 : 2;
+    mm_free(F.mm[gone]); /* the active reader's process goes: its lock with it */
+    F.mm[gone] = NULL;
+    ck_assert(one_active(x_reads ? b : a, NULL));
+    append(writer, "e", 2);
+    wait_count(&standby->n, 2, "records at the reader that took over");
+    ck_assert_int_eq((int) standby->offset[0], 3); /* after the cursor: nothing read twice */
+}
+END_TEST
+
+START_TEST(topic_errors_are_the_brokers)
+{
+    mm_t *mm = up();
+    ck_assert_int_eq(mm_topic_publish(mm, "t", "e", "\xc0", 1, NULL), MM_ENOENT);
+    struct records r = {0};
+    ck_assert_int_eq(
+        mm_topic_read(mm, "t", "c", (mm_from_t){MM_FROM_FIRST, 0}, on_record, &r, NULL, NULL),
+        MM_ENOENT);
+    mm_topic_opts_t o = MM_TOPIC_OPTS_INIT;
+    o.max_age_s = 3600;
+    ck_assert_int_eq(mm_topic_declare(mm, "t", &o), MM_OK);
+    ck_assert_int_eq(mm_topic_declare(mm, "t", &o), MM_OK);
+    o.max_age_s = 7200;
+    ck_assert_int_eq(mm_topic_declare(mm, "t", &o), MM_EBROKER);
+    ck_assert_ptr_nonnull(strstr(mm_last_error(mm), "x-max-age"));
+    ck_assert_int_eq(mm_topic_delete(mm, "t"), MM_OK);
+    ck_assert_int_eq(mm_topic_delete(mm, "t"), MM_ENOENT);
 }
 END_TEST
 
@@ -1096,6 +1250,11 @@ main(void)
     tcase_add_test(api, a_redrive_moves_dead_letters_back_to_their_queue);
     tcase_add_test(api, the_election_works_between_instances_of_one_process);
     tcase_add_test(api, brokers_of_other_names_live_in_other_threads);
+    TCase *t = mmt_tcase(s, "topics", setup, teardown, 30);
+    tcase_add_test(t, topics_replay_from_first_an_offset_the_last_next_or_a_time);
+    tcase_add_test(t, a_reader_resumes_after_its_cursor_and_filters_types);
+    tcase_add_test(t, one_reader_per_consumer_name_and_a_standby_takes_over);
+    tcase_add_test(t, topic_errors_are_the_brokers);
     TCase *b = mmt_tcase(s, "broker", setup, teardown, 30);
     tcase_add_test(b, a_passive_declare_of_a_missing_queue_closes_only_its_channel_with_404);
     tcase_add_test(b, an_exclusive_queue_is_locked_to_other_connections_with_405);
