@@ -286,15 +286,20 @@ MM_EXPORT mm_t *mm_new(const char *service, const mm_opts_t *opts);
  * timeouts and MM_ENOROUTE; events with wildcards and groups; tasks shared
  * by competing workers within their prefetch, unsettled work redelivered
  * (mm_msg_redelivered()) when its instance closes or goes, dead-lettering
- * and mm_deadletter_redrive(); confirms (on_sent) and returns; peers and
- * the election. No socket, thread or file is opened. What differs: nothing
- * is shared with other processes; a memory broker lives while an instance
- * that connected to it lives (after mm_free() of the last one, its queues
- * and messages are gone); there are no heartbeats (mm_heartbeat() is 0),
- * TLS, flow control or reconnects (a memory connection is never lost; it
- * ends with mm_close() or mm_free()); request queues do not expire after
- * 24 h unused. All instances using one NAME must run on one thread
- * (instances of different names may run on different threads).
+ * and mm_deadletter_redrive(); confirms (on_sent) and returns; topics and
+ * their readers (cursors, one active reader per consumer name, standby
+ * takeover, retention by whole segments); peers and the election. No
+ * socket, thread or file is opened. What differs: nothing is shared with
+ * other processes; a memory broker lives while an instance that connected
+ * to it lives (after mm_free() of the last one, its queues, topics and
+ * messages are gone); there are no heartbeats (mm_heartbeat() is 0), TLS,
+ * flow control or reconnects (a memory connection is never lost; it ends
+ * with mm_close() or mm_free()); request queues do not expire after 24 h
+ * unused; a topic has no chunks, so MM_FROM_LAST starts at the last record
+ * and MM_FROM_TIMESTAMP at the first record of that second or later (on
+ * RabbitMQ, at the start of their chunk). All instances using one NAME
+ * must run on one thread (instances of different names may run on
+ * different threads).
  *
  * @return MM_OK; MM_EURI (bad URI, or memory:// name), MM_EUNREACHABLE (refused,
  *         DNS, no route), MM_ETIMEDOUT, MM_EAUTH (wrong credentials), MM_EVHOST, MM_ETLS,
