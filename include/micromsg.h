@@ -462,7 +462,9 @@ MM_EXPORT const void *mm_msg_body_raw(const mm_msg_t *msg, size_t *ret_len);
 
 /**
  * The user headers: a map of every top-level AMQP header except the reserved
- * "__mms" (idRequest included). Never NULL; an empty map when none.
+ * "__mms" and the metadata read by the accessors below (x-mm-causation-id,
+ * traceparent, a record's x-stream-offset); idRequest included. Never NULL;
+ * an empty map when none.
  */
 MM_EXPORT const msgpack_object *mm_msg_headers(const mm_msg_t *msg);
 

@@ -167,6 +167,15 @@ copy_bytes(amqp_bytes_t b, msgpack_zone *z, const char **ret)
     return MM_OK;
 }
 
+/* The protocol's __mms, and metadata read by mm_msg_causation_id(),
+ * mm_msg_traceparent() and mm_msg_offset() (the stream's x-stream-offset). */
+static bool
+reserved_key(amqp_bytes_t key)
+{
+    return key_is(key, "__mms") || key_is(key, MMI_H_CAUSATION) || key_is(key, MMI_H_TRACEPARENT) ||
+           key_is(key, "x-stream-offset");
+}
+
 static int
 table_to_obj(const amqp_table_t *t, msgpack_zone *z, msgpack_object *o, int depth, bool skip_mms)
 {
@@ -181,9 +190,8 @@ table_to_obj(const amqp_table_t *t, msgpack_zone *z, msgpack_object *o, int dept
     uint32_t n = 0;
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        if (skip_mms && (key_is(e->key, "__mms") || key_is(e->key, MMI_H_CAUSATION) ||
-                         key_is(e->key, MMI_H_TRACEPARENT)))
-            continue; /* the protocol's, and metadata read by mm_msg_causation_id() etc. */
+        if (skip_mms && reserved_key(e->key))
+            continue;
         kv[n].key.type = MSGPACK_OBJECT_STR;
         kv[n].key.via.str.size = (uint32_t) e->key.len;
         if (copy_bytes(e->key, z, &kv[n].key.via.str.ptr) != MM_OK)

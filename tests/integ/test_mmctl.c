@@ -3,7 +3,9 @@
  * echo, JSON output, a body from stdin, the JSON codec), a streamed answer,
  * a remote error, a timeout and no route with their exit codes, emit <->
  * listen, task <-> work, an unroutable task, stat, leader, status and join,
- * usage errors, a bad JSON body and an unreachable broker. A serving mmctl
+ * topics (declare, publish, read from a point and from the stored cursor,
+ * a standby reader taking over, delete, an unknown topic), usage errors, a
+ * bad JSON body and an unreachable broker. A serving mmctl
  * prints "mmctl: ready: ..." on stderr once it consumes: the tests wait for
  * that line (bounded), never sleep. Children's pipes are read from the
  * test's event loop, which also runs the in-test micromsg instance that
@@ -12,6 +14,7 @@
 #include <check.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,17 +22,19 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "micromsg.h"
 #include "mmt.h"
 #include "mmt_fx.h"
+#include "mmt_peer.h"
 
 #ifndef MMCTL_PATH
 #error "MMCTL_PATH: the mmctl binary under test (tests/meson.build)"
 #endif
 
-#define MAX_CHILD 4
+#define MAX_CHILD 12
 #define OUT_MAX 16384
 #define MAX_ARGV 16
 
@@ -43,6 +48,7 @@ struct child {
     bool eof;  /* both pipes ended */
     bool seen; /* set by child_wait_for when its text came */
     const char *want;
+    int want_i; /* where: 0 stdout, 1 stderr */
     int status; /* the exit code, or 128 + signal */
 };
 
@@ -52,7 +58,8 @@ struct fx {
     struct child c[MAX_CHILD];
     int n;
     char service[64], route[32];
-    mm_msg_t *held; /* a request kept unanswered (the timeout test) */
+    char topic[64], consumer[64]; /* a test's topic and reader: deleted by the teardown */
+    mm_msg_t *held;               /* a request kept unanswered (the timeout test) */
 };
 
 static struct fx F;
@@ -82,6 +89,26 @@ child_release(struct child *c)
     }
 }
 
+/* The topic and the reader's cursor queue (mmctl reads as service "mmctl"), when the
+ * test made them (a topic the test deleted itself: deleting a missing queue is no
+ * error). Like every teardown, it does not run after a failed assertion. */
+static void
+delete_topic_queues(void)
+{
+    if (F.topic[0] == '\0')
+        return;
+    char q[2][160];
+    snprintf(q[0], sizeof q[0], "s.topic.%s", F.topic);
+    snprintf(q[1], sizeof q[1], "q.cursor.mmctl.%s", F.consumer);
+    struct mmt_peer p;
+    mmt_peer_open(&p);
+    for (int i = 0; i < 2; i++) {
+        amqp_queue_delete(p.c, mmt_peer_channel(&p), amqp_cstring_bytes(q[i]), 0, 0);
+        mmt_peer_ok(&p, "queue.delete");
+    }
+    mmt_peer_close(&p);
+}
+
 static void
 teardown(void)
 {
@@ -95,6 +122,7 @@ teardown(void)
     mm_msg_unref(F.held);
     mm_free(F.mm);
     mmt_base_free(F.base);
+    delete_topic_queues();
 }
 
 /* ---- children ---- */
@@ -113,7 +141,7 @@ on_pipe(evutil_socket_t fd, short what, void *ud)
         event_del(c->ev[i]);
         c->eof = c->ev[1 - i] == NULL || !event_pending(c->ev[1 - i], EV_READ, NULL);
     }
-    if (c->want != NULL && strstr(c->buf[1], c->want) != NULL)
+    if (c->want != NULL && strstr(c->buf[c->want_i], c->want) != NULL)
         c->seen = true;
 }
 
@@ -174,17 +202,24 @@ spawn_in(const char *input, const char *const *args)
 #define SPAWN(...) spawn_in(NULL, (const char *const[]){__VA_ARGS__, NULL})
 #define SPAWN_IN(input, ...) spawn_in((input), (const char *const[]){__VA_ARGS__, NULL})
 
-/* Wait (bounded) until the child's stderr holds `text`. */
+/* Wait (bounded) until the child's stdout (i 0) or stderr (i 1) holds `text`. */
+static void
+child_wait_in(struct child *c, int i, const char *text, int ms)
+{
+    c->want = text;
+    c->want_i = i;
+    c->seen = strstr(c->buf[i], text) != NULL;
+    ck_assert_msg(mmt_wait(F.base, &c->seen, mmt_scale(ms)),
+                  "no '%s' from mmctl within %d ms; "
+                  "stdout: %s stderr: %s",
+                  text, ms, c->buf[0], c->buf[1]);
+    c->want = NULL;
+}
+
 static void
 child_wait_for(struct child *c, const char *text, int ms)
 {
-    c->want = text;
-    c->seen = strstr(c->buf[1], text) != NULL;
-    ck_assert_msg(mmt_wait(F.base, &c->seen, mmt_scale(ms)),
-                  "no '%s' from mmctl within %d ms; "
-                  "stderr: %s",
-                  text, ms, c->buf[1]);
-    c->want = NULL;
+    child_wait_in(c, 1, text, ms);
 }
 
 /* Wait (bounded) for the child to end; returns its exit code. */
@@ -509,6 +544,209 @@ START_TEST(no_leader_exits_3_no_member_exits_4)
 }
 END_TEST
 
+/* ---- topics ---- */
+
+/* A fresh topic (and consumer name) for the test, declared with mmctl. */
+static void
+declare_topic(void)
+{
+    mmt_unique("mmctl-topic", F.topic, sizeof F.topic);
+    mmt_unique("mmctl-reader", F.consumer, sizeof F.consumer);
+    struct child *c = RUN("topic-declare", F.topic, "--max-age", "3600");
+    ck_assert_msg(c->status == 0, "exit %d, stderr: %s", c->status, c->buf[1]);
+    char line[128];
+    snprintf(line, sizeof line, "declared %s\n", F.topic);
+    ck_assert_str_eq(c->buf[0], line);
+}
+
+/* topic-publish TYPE BODY [--count N], asserted. */
+static void
+publish(const char *type, const char *body, const char *count)
+{
+    struct child *c = RUN("topic-publish", F.topic, type, body, "--count", count);
+    ck_assert_msg(c->status == 0, "exit %d, stderr: %s", c->status, c->buf[1]);
+    char line[192];
+    snprintf(line, sizeof line, "published %s record(s) of type %s to %s\n", count, type, F.topic);
+    ck_assert_str_eq(c->buf[0], line);
+}
+
+/* topic-read with `from` (NULL: the stored cursor) and --count, asserted to end well. */
+static struct child *
+read_topic(const char *from, const char *count)
+{
+    struct child *c = from != NULL
+                          ? RUN("topic-read", F.topic, F.consumer, "--from", from, "--count", count)
+                          : RUN("topic-read", F.topic, F.consumer, "--count", count);
+    ck_assert_msg(c->status == 0, "exit %d, stderr: %s", c->status, c->buf[1]);
+    char ready[192];
+    snprintf(ready, sizeof ready, "mmctl: ready: reading %s as %s\n", F.topic, F.consumer);
+    assert_has(c->buf[1], ready);
+    return c;
+}
+
+/* Records in order with their offsets and types; a second read of the same consumer
+ * without --from resumes after its stored cursor: exactly the records added since. */
+START_TEST(topic_read_in_order_then_resume_after_cursor)
+{
+    declare_topic();
+    struct child *c = RUN("topic-declare", F.topic, "--max-age", "60");
+    ck_assert_int_eq(c->status, 1); /* the broker keeps the first retention: it got it */
+    assert_one_line(c);
+    assert_has(c->buf[1], "x-max-age");
+    publish("t.a", "1", "2");
+    publish("t.b", "\"x\"", "1");
+    c = read_topic("first", "3");
+    ck_assert_str_eq(c->buf[0], "[0] t.a 1\n[1] t.a 1\n[2] t.b \"x\"\n");
+    publish("t.c", "{\"n\":3}", "1");
+    publish("t.d", "[4]", "1");
+    c = read_topic(NULL, "2");
+    ck_assert_str_eq(c->buf[0], "[3] t.c {\"n\":3}\n[4] t.d [4]\n");
+    c = RUN("topic-delete", F.topic);
+    ck_assert_int_eq(c->status, 0);
+    char line[128];
+    snprintf(line, sizeof line, "deleted %s\n", F.topic);
+    ck_assert_str_eq(c->buf[0], line);
+    c = RUN("topic-delete", F.topic);
+    ck_assert_int_eq(c->status, 4); /* it is gone */
+    assert_one_line(c);
+}
+END_TEST
+
+/* --count N ends the read at the Nth record although more were delivered (prefetch):
+ * none past it is settled, so the next read starts right after it. A consumer
+ * without a cursor starts at the first record; --from an offset and next. */
+START_TEST(topic_read_count_leaves_the_rest_for_the_next_read)
+{
+    declare_topic();
+    publish("t.e", "7", "5");
+    struct child *c = read_topic(NULL, "2");
+    ck_assert_str_eq(c->buf[0], "[0] t.e 7\n[1] t.e 7\n");
+    c = read_topic(NULL, "3");
+    ck_assert_str_eq(c->buf[0], "[2] t.e 7\n[3] t.e 7\n[4] t.e 7\n");
+    c = read_topic("3", "1"); /* an offset: from there, whatever the cursor says */
+    ck_assert_str_eq(c->buf[0], "[3] t.e 7\n");
+    c = SPAWN("topic-read", F.topic, F.consumer, "--from", "next", "--count", "1");
+    child_wait_for(c, "mmctl: ready: reading", 10000);
+    publish("t.n", "8", "1");
+    ck_assert_int_eq(child_end(c, 10000), 0);
+    ck_assert_str_eq(c->buf[0], "[5] t.n 8\n"); /* next: only what came after it started */
+}
+END_TEST
+
+/* A second reader of the consumer waits ("standby") while the first reads, and takes
+ * over when the first stops. */
+START_TEST(topic_read_standby_takes_over)
+{
+    declare_topic();
+    struct child *a = SPAWN("topic-read", F.topic, F.consumer);
+    child_wait_for(a, "mmctl: ready: reading", 10000);
+    struct child *b = SPAWN("topic-read", F.topic, F.consumer);
+    child_wait_for(b, "mmctl: standby: ", 10000);
+    ck_assert_ptr_null(strstr(b->buf[1], "mmctl: ready:"));
+    kill(a->pid, SIGINT);
+    ck_assert_int_eq(child_end(a, 10000), 0);
+    child_wait_for(b, "mmctl: ready: reading", 10000);
+    publish("t.f", "true", "1");
+    child_wait_in(b, 0, "[0] t.f true\n", 10000); /* it reads */
+    kill(b->pid, SIGTERM);
+    ck_assert_int_eq(child_end(b, 10000), 0);
+    ck_assert_str_eq(a->buf[0], ""); /* the first read nothing: there was nothing */
+    ck_assert_str_eq(b->buf[0], "[0] t.f true\n");
+}
+END_TEST
+
+/* The one JSON object on stdout, parsed (asserted). */
+static json_t *
+json_out(const struct child *c)
+{
+    json_error_t e;
+    json_t *j = json_loads(c->buf[0], 0, &e); /* one value and a newline: nothing more */
+    ck_assert_msg(json_is_object(j), "not a JSON object: '%s' (%s)", c->buf[0], e.text);
+    return j;
+}
+
+static void
+assert_json_str(json_t *j, const char *key, const char *want)
+{
+    const char *got = json_string_value(json_object_get(j, key));
+    ck_assert_msg(got != NULL && strcmp(got, want) == 0, "%s: '%s', not '%s'", key,
+                  got != NULL ? got : "(none)", want);
+}
+
+/* --json on every topic verb: objects that parse, with the fields the usage names. */
+START_TEST(topic_json_output_parses)
+{
+    mmt_unique("mmctl-topic", F.topic, sizeof F.topic);
+    mmt_unique("mmctl-reader", F.consumer, sizeof F.consumer);
+    struct child *c = RUN("--json", "topic-declare", F.topic, "--max-bytes", "1000000");
+    ck_assert_int_eq(c->status, 0);
+    json_t *j = json_out(c);
+    assert_json_str(j, "topic", F.topic);
+    ck_assert(json_is_true(json_object_get(j, "declared")));
+    ck_assert(json_is_null(json_object_get(j, "maxAgeSeconds")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "maxBytes")), 1000000);
+    json_decref(j);
+    c = RUN("topic-declare", F.topic, "--max-bytes", "2000000");
+    ck_assert_int_eq(c->status, 1); /* the broker keeps the first retention: it got it */
+    assert_has(c->buf[1], "x-max-length-bytes");
+    uint64_t t0 = (uint64_t) time(NULL);
+    c = RUN("topic-publish", F.topic, "t.j", "{\"k\":[1,\"v\"]}", "--json", "--count", "2");
+    ck_assert_int_eq(c->status, 0);
+    j = json_out(c);
+    assert_json_str(j, "type", "t.j");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "sent")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "confirmed")), 2);
+    json_decref(j);
+    c = read_topic("first", "1");
+    ck_assert_str_eq(c->buf[0], "[0] t.j {\"k\":[1,\"v\"]}\n");
+    c = RUN("topic-read", F.topic, F.consumer, "--json", "--count", "1");
+    ck_assert_int_eq(c->status, 0);
+    j = json_out(c);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "offset")), 1);
+    assert_json_str(j, "type", "t.j");
+    ck_assert_uint_eq(strlen(json_string_value(json_object_get(j, "id"))), 36); /* a UUID */
+    const char *sender = json_string_value(json_object_get(j, "sender"));
+    ck_assert_msg(sender != NULL && strncmp(sender, "mmctl@", 6) == 0 && strlen(sender) == 42,
+                  "sender: %s", sender); /* the service and the instance's UUID */
+    json_int_t ts = json_integer_value(json_object_get(j, "timestamp"));
+    ck_assert_int_ge(ts, (json_int_t) (t0 - 1) * 1000);
+    ck_assert_int_le(ts, (json_int_t) (time(NULL) + 1) * 1000);
+    ck_assert(json_is_null(json_object_get(j, "causationId"))); /* sent outside a handler */
+    ck_assert(json_is_null(json_object_get(j, "traceparent")));
+    ck_assert(json_is_object(json_object_get(j, "headers")));
+    json_t *want = json_pack("{s:[i,s]}", "k", 1, "v");
+    ck_assert(json_equal(json_object_get(j, "body"), want));
+    json_decref(want);
+    json_decref(j);
+    c = RUN("--json", "topic-delete", F.topic);
+    ck_assert_int_eq(c->status, 0);
+    j = json_out(c);
+    assert_json_str(j, "topic", F.topic);
+    ck_assert(json_is_true(json_object_get(j, "deleted")));
+    json_decref(j);
+}
+END_TEST
+
+/* A topic nobody declared: publish, read and delete exit 4 with one line. */
+START_TEST(topic_unknown_exits_4)
+{
+    mmt_unique("mmctl-nosuch", F.topic, sizeof F.topic);
+    mmt_unique("mmctl-reader", F.consumer, sizeof F.consumer);
+    struct child *c = RUN("topic-publish", F.topic, "t.x", "1");
+    ck_assert_int_eq(c->status, 4);
+    ck_assert_str_eq(c->buf[0], "");
+    assert_one_line(c);
+    assert_has(c->buf[1], "no topic");
+    c = RUN("topic-read", F.topic, F.consumer, "--count", "1");
+    ck_assert_int_eq(c->status, 4);
+    assert_one_line(c);
+    assert_has(c->buf[1], "no topic");
+    c = RUN("topic-delete", F.topic);
+    ck_assert_int_eq(c->status, 4);
+    assert_one_line(c);
+}
+END_TEST
+
 /* ---- mistakes ---- */
 
 START_TEST(usage_errors_exit_64)
@@ -521,6 +759,13 @@ START_TEST(usage_errors_exit_64)
         {"request", "a", "b", "c", "d"},
         {"reply", "a", "b", "--count", "x"},
         {"--codec", "xml", "request", "a", "b"},
+        {"topic-read", "t", "c", "--from", "bogus"},
+        {"topic-read", "t", "c", "--from", "-1"},
+        {"topic-read", "t", "c", "--from=@x"},
+        {"topic-declare", "t", "--max-age", "0"},
+        {"topic-declare", "t", "--from", "first"},
+        {"topic-publish", "t", "x", "--max-bytes", "9"},
+        {"topic-delete", "t", "--count", "1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[6] = {0};
@@ -618,6 +863,12 @@ suite(void)
     tcase_add_test(tc, join_count_ends_after_n_changes);
     tcase_add_test(tc, status_shows_the_qos_of_a_member);
     tcase_add_test(tc, no_leader_exits_3_no_member_exits_4);
+    tc = mmt_tcase(s, "topics", setup, teardown, 60);
+    tcase_add_test(tc, topic_read_in_order_then_resume_after_cursor);
+    tcase_add_test(tc, topic_read_count_leaves_the_rest_for_the_next_read);
+    tcase_add_test(tc, topic_read_standby_takes_over);
+    tcase_add_test(tc, topic_json_output_parses);
+    tcase_add_test(tc, topic_unknown_exits_4);
     tc = mmt_tcase(s, "mistakes", setup, teardown, 60);
     tcase_add_test(tc, usage_errors_exit_64);
     tcase_add_test(tc, bad_json_exits_65);

@@ -1,9 +1,11 @@
 /*
  * The command line: global options (--uri, --json, --codec, --timeout, -v,
- * -vv, --help) and verb options (--count, --echo, --raw) anywhere before or
- * after the verb, "--opt VALUE" or "--opt=VALUE"; "--" ends the options. A
- * lone "-" (body from stdin) and a negative number (a JSON body) are
- * arguments, not options. Every mistake is one line on stderr and exit 64.
+ * -vv, --help) and verb options (--count, --echo, --raw, --max-age,
+ * --max-bytes, --from) anywhere before or after the verb, "--opt VALUE" or
+ * "--opt=VALUE"; "--" ends the options. A lone "-" (body from stdin) and a
+ * negative number (a JSON body) are arguments, not options. A verb refuses
+ * the verb options it does not take. Every mistake is one line on stderr and
+ * exit 64.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -45,36 +47,95 @@ parse_int(const char *s, long long min, long long max, long long *ret)
     return true;
 }
 
+/* The options that take a value, and the verb option (MMCTL_F_*) each one is; 0: global. */
+enum { OPT_URI, OPT_CODEC, OPT_TIMEOUT, OPT_COUNT, OPT_MAX_AGE, OPT_MAX_BYTES, OPT_FROM, N_OPTS };
+static const struct {
+    const char *name;
+    unsigned flag;
+} value_opts[N_OPTS] = {
+    [OPT_URI] = {"--uri", 0},
+    [OPT_CODEC] = {"--codec", 0},
+    [OPT_TIMEOUT] = {"--timeout", 0},
+    [OPT_COUNT] = {"--count", MMCTL_F_COUNT},
+    [OPT_MAX_AGE] = {"--max-age", MMCTL_F_MAX_AGE},
+    [OPT_MAX_BYTES] = {"--max-bytes", MMCTL_F_MAX_BYTES},
+    [OPT_FROM] = {"--from", MMCTL_F_FROM},
+};
+
+/* A reader's start: first, last, next, an offset, or @ms since the epoch. */
+static bool
+parse_from(const char *s, mm_from_t *ret)
+{
+    static const struct {
+        const char *name;
+        mm_from_kind kind;
+    } words[] = {{"first", MM_FROM_FIRST}, {"last", MM_FROM_LAST}, {"next", MM_FROM_NEXT}};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (strcmp(s, words[i].name) == 0) {
+            *ret = (mm_from_t){words[i].kind, 0};
+            return true;
+        }
+    }
+    bool at = s[0] == '@';
+    long long n;
+    if (!parse_int(at ? s + 1 : s, 0, INT64_MAX, &n))
+        return false;
+    *ret = (mm_from_t){at ? MM_FROM_TIMESTAMP : MM_FROM_OFFSET, n};
+    return true;
+}
+
+/* Store the value v of option k. False when it is not a valid one. */
+static bool
+set_value(int k, const char *v, struct mmctl_args *a)
+{
+    long long n = 0;
+    switch (k) {
+    case OPT_URI:
+        a->uri = v;
+        return true;
+    case OPT_CODEC:
+        if (strcmp(v, "msgpack") != 0 && strcmp(v, "json") != 0)
+            return false;
+        a->codec = strcmp(v, "json") == 0 ? MM_CODEC_JSON : MM_CODEC_MSGPACK;
+        return true;
+    case OPT_TIMEOUT:
+        if (!parse_int(v, 0, INT64_MAX, &n))
+            return false;
+        a->timeout_ms = n;
+        return true;
+    case OPT_FROM:
+        return parse_from(v, &a->from);
+    default: /* counts and sizes: at least 1 (0 would mean "none" or "no bound") */
+        if (!parse_int(v, 1, INT64_MAX, &n))
+            return false;
+        uint64_t *field = k == OPT_COUNT     ? &a->count
+                          : k == OPT_MAX_AGE ? &a->max_age_s
+                                             : &a->max_bytes;
+        *field = (uint64_t) n;
+        return true;
+    }
+}
+
 /* An option that takes a value. Returns 1 when handled, 0 when not such an option,
  * -1 on a bad or missing value (reported). */
 static int
 value_opt(const char *arg, int argc, char **argv, int *i, struct mmctl_args *a)
 {
-    static const char *const names[] = {"--uri", "--codec", "--timeout", "--count"};
-    size_t k = 0;
-    while (k < 4 && !is_opt(arg, names[k]))
+    int k = 0;
+    while (k < N_OPTS && !is_opt(arg, value_opts[k].name))
         k++;
-    if (k == 4)
+    if (k == N_OPTS)
         return 0;
     const char *v = opt_value(arg, argc, argv, i);
-    long long n = 0;
     if (v == NULL) {
-        mmctl_err("%s needs a value (see mmctl --help)", names[k]);
+        mmctl_err("%s needs a value (see mmctl --help)", value_opts[k].name);
         return -1;
     }
-    if (k == 0) {
-        a->uri = v;
-    } else if (k == 1 && (strcmp(v, "msgpack") == 0 || strcmp(v, "json") == 0)) {
-        a->codec = strcmp(v, "json") == 0 ? MM_CODEC_JSON : MM_CODEC_MSGPACK;
-    } else if (k >= 2 && parse_int(v, k == 2 ? 0 : 1, INT64_MAX, &n)) {
-        if (k == 2)
-            a->timeout_ms = n;
-        else
-            a->count = (uint64_t) n;
-    } else {
-        mmctl_err("bad value for %s: '%s'", names[k], v);
+    if (!set_value(k, v, a)) {
+        mmctl_err("bad value for %s: '%s'", value_opts[k].name, v);
         return -1;
     }
+    a->given |= value_opts[k].flag;
     return 1;
 }
 
@@ -96,6 +157,8 @@ flag_opt(const char *arg, struct mmctl_args *a)
         a->echo = true;
     else
         return false;
+    /* the verb options among them, for check_verb */
+    a->given |= (a->raw ? MMCTL_F_RAW : 0) | (a->echo ? MMCTL_F_ECHO : 0);
     return true;
 }
 
@@ -122,16 +185,25 @@ positional(const char *arg, struct mmctl_args *a)
     return MMCTL_EXIT_OK;
 }
 
-/* The verb's flags and argument count. */
+/* The name of the lowest verb option in `flags` (MMCTL_F_* bit order). */
+static const char *
+verb_opt_name(unsigned flags)
+{
+    static const char *const names[] = {"--count",   "--echo",      "--raw",
+                                        "--max-age", "--max-bytes", "--from"};
+    size_t i = 0;
+    while (i + 1 < sizeof names / sizeof names[0] && !(flags & (1u << i)))
+        i++;
+    return names[i];
+}
+
+/* The verb's options and argument count. */
 static int
 check_verb(const struct mmctl_args *a, const struct mmctl_verb *v)
 {
-    if (a->count > 0 && !(v->flags & MMCTL_F_COUNT))
-        mmctl_err("%s does not take --count", v->name);
-    else if (a->echo && !(v->flags & MMCTL_F_ECHO))
-        mmctl_err("%s does not take --echo", v->name);
-    else if (a->raw && !(v->flags & MMCTL_F_RAW))
-        mmctl_err("%s does not take --raw", v->name);
+    unsigned refused = a->given & ~v->flags;
+    if (refused != 0)
+        mmctl_err("%s does not take %s", v->name, verb_opt_name(refused));
     else if (a->help)
         return MMCTL_EXIT_OK;
     else if (a->nargs < v->min_args)

@@ -47,6 +47,26 @@ static const struct mmctl_verb verbs[] = {
     {"join", mmctl_join, 1, 1, MMCTL_F_COUNT, "join SERVICE [--count N]",
      "Run an instance of SERVICE that takes part in the election and print every change of\n"
      "leader (\"leader: ID\", \"stepUp: ID\" when it leads). Until Ctrl-C or N changes."},
+    {"topic-declare", mmctl_topic_declare, 1, 1, MMCTL_F_MAX_AGE | MMCTL_F_MAX_BYTES,
+     "topic-declare TOPIC [--max-age SECONDS] [--max-bytes N]",
+     "Declare a topic: a log of records kept on the broker (a RabbitMQ stream) that readers\n"
+     "replay at their own pace. Retention: records older than SECONDS, or beyond N bytes in\n"
+     "all, may be removed (default: no bound). Declaring it again with other retention fails."},
+    {"topic-publish", mmctl_topic_publish, 2, 3, MMCTL_F_RAW | MMCTL_F_COUNT,
+     "topic-publish TOPIC TYPE [BODY] [--raw] [--count N]",
+     "Append a record of event TYPE to TOPIC (N times) and wait for the broker's confirms;\n"
+     "exit 4 when the topic does not exist."},
+    {"topic-read", mmctl_topic_read, 2, 2, MMCTL_F_FROM | MMCTL_F_COUNT,
+     "topic-read TOPIC CONSUMER [--from first|last|next|OFFSET|@MS] [--count N]",
+     "Read TOPIC as CONSUMER and print each record (\"[OFFSET] TYPE BODY\"; --json: an object\n"
+     "with the offset, type, id, sender, timestamp, causation id, traceparent, headers and\n"
+     "body), until Ctrl-C or N records. --from: the first record kept, the last chunk, only new\n"
+     "records, an offset, or @ms since the epoch; default: after CONSUMER's stored cursor, else\n"
+     "the first. The cursor is stored at the end: the next read of CONSUMER resumes after it.\n"
+     "One process reads a consumer at a time (mmctl's own, service \"mmctl\"); the others\n"
+     "wait (\"mmctl: standby: ...\"). Exit 4 when the topic does not exist."},
+    {"topic-delete", mmctl_topic_delete, 1, 1, 0, "topic-delete TOPIC",
+     "Delete a topic and its records; exit 4 when it does not exist."},
 };
 
 #define N_VERBS (sizeof verbs / sizeof verbs[0])
@@ -68,19 +88,21 @@ static const char global_help[] =
     "  --json            machine-readable output: one JSON object per line\n"
     "  --codec C         wire encoding of what is sent: msgpack (default) or json\n"
     "  --timeout MS      request timeout (default: the library's, 120000); the wait of\n"
-    "                    leader (5000) and of the confirms of emit and task (10000)\n"
+    "                    leader (5000) and of the confirms of emit, task and\n"
+    "                    topic-publish (10000)\n"
     "  -v, -vv           library logs (info, debug) on stderr\n"
     "  -h, --help        this text, or the verb's\n"
     "\n"
     "Bodies: JSON text, packed as msgpack (\"-\": read from stdin); --raw sends the\n"
     "argument's bytes as a msgpack bin. Bodies are printed as JSON; a bin (or a string\n"
     "that is not UTF-8) as {\"$bin\": \"<base64>\"}, an ext as {\"$ext\": T, \"$bin\": ...}.\n"
-    "Serving verbs (reply, listen, work, join) print \"mmctl: ready: ...\" on stderr\n"
-    "once they consume.\n"
+    "Serving verbs (reply, listen, work, join, topic-read) print \"mmctl: ready: ...\"\n"
+    "on stderr once they consume.\n"
     "\n"
     "Exit codes:\n"
     "  0  ok                    3  timeout (no answer, no leader)\n"
-    "  1  other failure         4  no route: nobody handles it, unroutable, no queue\n"
+    "  1  other failure         4  no route: nobody handles it, unroutable, no queue,\n"
+    "                               no topic\n"
     "  2  remote error          64 usage: unknown verb or option, missing argument\n"
     "  65 invalid body (bad JSON)   69 broker unreachable (connect failed)\n";
 

@@ -29,10 +29,14 @@ enum {
     MMCTL_EXIT_UNREACHABLE = 69 /* the broker could not be reached (connect failed) */
 };
 
-/* Flags a verb accepts besides the global ones (struct mmctl_verb.flags). */
-#define MMCTL_F_COUNT 1u /* --count N */
-#define MMCTL_F_ECHO 2u  /* --echo */
-#define MMCTL_F_RAW 4u   /* --raw */
+/* Options a verb accepts besides the global ones (struct mmctl_verb.flags; the
+ * ones given: struct mmctl_args.given). args.c names them in this bit order. */
+#define MMCTL_F_COUNT 1u      /* --count N */
+#define MMCTL_F_ECHO 2u       /* --echo */
+#define MMCTL_F_RAW 4u        /* --raw */
+#define MMCTL_F_MAX_AGE 8u    /* --max-age SECONDS */
+#define MMCTL_F_MAX_BYTES 16u /* --max-bytes N */
+#define MMCTL_F_FROM 32u      /* --from WHERE */
 
 #define MMCTL_MAX_ARGS 4
 
@@ -47,6 +51,10 @@ struct mmctl_args {
     int codec;          /* MM_CODEC_MSGPACK or MM_CODEC_JSON */
     int64_t timeout_ms; /* -1: not given */
     uint64_t count;     /* 0: no limit */
+    uint64_t max_age_s; /* a topic's retention; 0: not given (no bound) */
+    uint64_t max_bytes;
+    mm_from_t from; /* where a topic reader starts; {0}: the stored cursor */
+    unsigned given; /* MMCTL_F_* of the verb options on the command line */
     int nargs;
     const char *args[MMCTL_MAX_ARGS]; /* positional arguments after the verb */
 };
@@ -144,6 +152,10 @@ int mmctl_stat(struct mmctl_args *a);
 int mmctl_status(struct mmctl_args *a);
 int mmctl_leader(struct mmctl_args *a);
 int mmctl_join(struct mmctl_args *a);
+int mmctl_topic_declare(struct mmctl_args *a);
+int mmctl_topic_publish(struct mmctl_args *a);
+int mmctl_topic_read(struct mmctl_args *a);
+int mmctl_topic_delete(struct mmctl_args *a);
 
 /* ---- bench.c: the benchmark's quick run ---- */
 int mmctl_bench(struct mmctl_args *a);

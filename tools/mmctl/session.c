@@ -43,6 +43,8 @@ event_name(mm_event_type t)
         "error",  "expired",   "unhandled",    "unroutable",   "reconnected",      "deadletter",
         "leader", "stepUp",    "stepDown",     "pressure",     "pressureReleased",
     };
+    if (t == MM_EV_READER_ACTIVE || t == MM_EV_READER_STANDBY) /* topics (mmctl topic-read) */
+        return t == MM_EV_READER_ACTIVE ? "readerActive" : "readerStandby";
     return (unsigned) t < sizeof names / sizeof names[0] ? names[t] : "?";
 }
 
