@@ -5,6 +5,7 @@
  * event, and the outbox's verdict MM_ENOROUTE), confirms. If the broker
  * closes a channel, the next publish opens a new one.
  */
+#include <event2/event.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -143,6 +144,17 @@ str_bytes(const char *s)
     return amqp_cstring_bytes(s);
 }
 
+/* Whole seconds since the epoch, from the loop's cached time when a loop
+ * runs: a clock read per publish showed at 4 % of a client's CPU on this VM. */
+static uint64_t
+wall_seconds(mm_t *mm)
+{
+    struct timeval tv;
+    if (event_base_gettimeofday_cached(mm->base, &tv) != 0)
+        return (uint64_t) (mmi_wall_ms() / 1000);
+    return (uint64_t) tv.tv_sec;
+}
+
 /* Every message says what it is (message id), when and who sent it: fixed
  * properties, which the broker does not parse (docs/DESIGN.md). */
 static void
@@ -156,7 +168,7 @@ pub_props(mm_t *mm, const mmi_pub_t *p, amqp_basic_properties_t *props, char id[
         .content_type = str_bytes(p->body->content_type),
         .headers = p->hdrs->table,
         .message_id = str_bytes(p->message_id ? p->message_id : id),
-        .timestamp = (uint64_t) (mmi_wall_ms() / 1000),
+        .timestamp = wall_seconds(mm),
         .app_id = str_bytes(mm->app_id),
     };
     if (p->type != NULL) {

@@ -89,7 +89,7 @@ mem_exchange_declare(mem_broker_t *b, const amqp_exchange_declare_t *req, mem_er
                         (int) req->exchange.len, (const char *) req->exchange.bytes);
     if (x != NULL && req->passive)
         return 0;
-    mem_xtype t;
+    mem_xtype t = MEM_DIRECT; /* set by parse_type; -O3 cannot see it */
     if (parse_type(req->type, &t, e) != 0)
         return -1;
     if (x != NULL)
