@@ -170,23 +170,6 @@ static const mmi_chan_ops_t TOKEN_OPS = {
     .on_content = on_token, .on_method = on_token_method, .on_closed = on_token_closed};
 
 static int
-token_queue(mm_t *mm, uint16_t ch, const char *name)
-{
-    amqp_table_entry_t sac = {.key = amqp_cstring_bytes("x-single-active-consumer"),
-                              .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1}};
-    amqp_table_t args = {1, &sac};
-    uint32_t messages = 0, consumers = 0;
-    int rc = mmi_queue_declare_full(mm, ch, name, MMI_Q_AUTO_DELETE, &args, &messages, &consumers);
-    if (rc != MM_OK || messages > 0 || consumers > 0)
-        return rc;
-    /* A new line: put the token in. Two instances doing this at once make two
-     * tokens, which is harmless: the active consumer holds both. */
-    amqp_basic_properties_t props = {._flags = AMQP_BASIC_CONTENT_TYPE_FLAG,
-                                     .content_type = amqp_cstring_bytes("text/plain")};
-    return mmi_publish(mm, ch, "", name, false, &props, amqp_cstring_bytes("token"));
-}
-
-static int
 join(mm_t *mm, struct mmi_election *e)
 {
     char name[MMI_QUEUE_MAX];
@@ -194,7 +177,7 @@ join(mm_t *mm, struct mmi_election *e)
     uint16_t ch = 0;
     int rc = mmi_chan_open(mm, &TOKEN_OPS, e, &ch);
     if (rc == MM_OK)
-        rc = token_queue(mm, ch, name);
+        rc = mmi_token_queue(mm, ch, name);
     if (rc == MM_OK)
         rc = mmi_basic_qos(mm, ch, 1);
     if (rc == MM_OK)

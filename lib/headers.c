@@ -28,9 +28,8 @@ table_get(const amqp_table_t *t, const char *key)
     return NULL;
 }
 
-/* Any AMQP integer as int64; false when the value is not an integer. */
-static bool
-field_int(const amqp_field_value_t *v, int64_t *out)
+bool
+mmi_field_integer(const amqp_field_value_t *v, int64_t *out)
 {
     switch (v->kind) {
     case AMQP_FIELD_KIND_I8:
@@ -55,18 +54,29 @@ field_int(const amqp_field_value_t *v, int64_t *out)
         *out = v->value.i64;
         return true;
     case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP:
         *out = (int64_t) v->value.u64;
         return v->value.u64 <= INT64_MAX;
-    case AMQP_FIELD_KIND_F64:
+    default:
+        return false;
+    }
+}
+
+/* Any AMQP integer, timestamp or integral float as int64; false otherwise. */
+static bool
+field_int(const amqp_field_value_t *v, int64_t *out)
+{
+    if (v->kind == AMQP_FIELD_KIND_TIMESTAMP) {
+        *out = (int64_t) v->value.u64;
+        return v->value.u64 <= INT64_MAX;
+    }
+    if (v->kind == AMQP_FIELD_KIND_F64) {
         /* NaN, infinities and reals beyond int64 would make the cast undefined */
         if (!(v->value.f64 >= -0x1p63 && v->value.f64 < 0x1p63))
             return false;
         *out = (int64_t) v->value.f64;
         return true;
-    default:
-        return false;
     }
+    return mmi_field_integer(v, out);
 }
 
 amqp_bytes_t

@@ -27,6 +27,10 @@ typedef struct mmi_mms {
  */
 int mmi_mms_parse(const amqp_table_t *headers, mmi_mms_t *out, char *err, size_t errlen);
 
+/* An AMQP integer field of any width as int64 (RabbitMQ compares integer
+ * types as one class); false for other kinds and u64 beyond int64. */
+bool mmi_field_integer(const amqp_field_value_t *v, int64_t *out);
+
 /* A top-level string header (UTF8 or bytes), or {0, NULL}. */
 amqp_bytes_t mmi_header_str(const amqp_table_t *headers, const char *key);
 

@@ -355,6 +355,9 @@ int mmi_publish_encoded(mm_t *mm, uint16_t ch, const char *exchange, const char 
                         bool mandatory, amqp_bytes_t props, amqp_bytes_t body);
 int mmi_publish(mm_t *mm, uint16_t ch, const char *exchange, const char *routing_key,
                 bool mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body);
+/* Declare the token line `name` on ch and put its token in when the line is
+ * new (lib/token.c). */
+int mmi_token_queue(mm_t *mm, uint16_t ch, const char *name);
 
 /* Monotonic clock in milliseconds. */
 uint64_t mmi_now_ms(void);

@@ -23,6 +23,7 @@
 
 #include <stdarg.h>
 
+#include "headers.h" /* mmi_field_integer */
 #include "transport.h"
 
 struct event;
@@ -131,8 +132,6 @@ struct mem_queue {
     uint64_t mark; /* routing: already chosen for this publish */
 };
 
-/* Any integer field type (RabbitMQ compares them as one class). */
-bool mem_int_of(const amqp_field_value_t *v, int64_t *ret);
 /* Settle what its arguments say, or refuse them (406). */
 int mem_queue_args(mem_queue_t *q, const amqp_table_t *args, mem_err_t *e);
 /* A re-declare's arguments against the first declare's: 406 when they differ. */

@@ -41,39 +41,6 @@ lookup(const amqp_table_t *t, const char *key)
     return NULL;
 }
 
-bool
-mem_int_of(const amqp_field_value_t *v, int64_t *ret)
-{
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_I8:
-        *ret = v->value.i8;
-        return true;
-    case AMQP_FIELD_KIND_U8:
-        *ret = v->value.u8;
-        return true;
-    case AMQP_FIELD_KIND_I16:
-        *ret = v->value.i16;
-        return true;
-    case AMQP_FIELD_KIND_U16:
-        *ret = v->value.u16;
-        return true;
-    case AMQP_FIELD_KIND_I32:
-        *ret = v->value.i32;
-        return true;
-    case AMQP_FIELD_KIND_U32:
-        *ret = v->value.u32;
-        return true;
-    case AMQP_FIELD_KIND_I64:
-        *ret = v->value.i64;
-        return true;
-    case AMQP_FIELD_KIND_U64:
-        *ret = (int64_t) v->value.u64;
-        return true;
-    default:
-        return false;
-    }
-}
-
 static bool
 str_of(const amqp_field_value_t *v, amqp_bytes_t *ret)
 {
@@ -89,7 +56,7 @@ same_value(const amqp_field_value_t *a, const amqp_field_value_t *b)
 {
     int64_t x, y;
     amqp_bytes_t s, t;
-    if (mem_int_of(a, &x) && mem_int_of(b, &y))
+    if (mmi_field_integer(a, &x) && mmi_field_integer(b, &y))
         return x == y;
     if (str_of(a, &s) && str_of(b, &t))
         return s.len == t.len && memcmp(s.bytes, t.bytes, s.len) == 0;
@@ -105,7 +72,7 @@ describe(const amqp_field_value_t *v, char *buf, size_t cap)
     amqp_bytes_t s;
     if (v == NULL)
         snprintf(buf, cap, "none");
-    else if (mem_int_of(v, &n))
+    else if (mmi_field_integer(v, &n))
         snprintf(buf, cap, "%lld", (long long) n);
     else if (str_of(v, &s))
         snprintf(buf, cap, "'%.*s'", (int) (s.len > 64 ? 64 : s.len), (const char *) s.bytes);
@@ -153,7 +120,7 @@ count_arg(const mem_queue_t *q, const amqp_table_t *args, const char *key, int64
     int64_t n;
     if (v == NULL)
         return 0;
-    if (!mem_int_of(v, &n) || n < 0)
+    if (!mmi_field_integer(v, &n) || n < 0)
         return bad_arg(e, q, key);
     *ret = n;
     return 0;

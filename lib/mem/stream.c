@@ -125,7 +125,7 @@ mem_stream_start(mem_queue_t *q, const amqp_table_t *args, int64_t *ret, mem_err
         *ret = q->nrec > 0 ? end - 1 : end;
     else if (v->kind == AMQP_FIELD_KIND_TIMESTAMP)
         *ret = at_time(q, v->value.u64);
-    else if (mem_int_of(v, &n))
+    else if (mmi_field_integer(v, &n))
         *ret = n < q->first_offset ? q->first_offset : n > end ? end : n;
     else
         return mem_fail(e, MEM_PRECONDITION_FAILED,
