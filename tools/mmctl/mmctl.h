@@ -144,6 +144,20 @@ int mmctl_exit_of(int status);
 
 int mmctl_request(struct mmctl_args *a);
 int mmctl_reply(struct mmctl_args *a);
+/* ---- pubsub.c: the broker's verdicts on confirmed sends (emit, task, topic-publish) ---- */
+
+struct mmctl_confirms {
+    uint64_t confirmed, noroute, failed;
+    int last_error;
+};
+
+/* mm_sent_fn counting into the struct mmctl_confirms `ud`. */
+void mmctl_on_sent(mm_t *mm, int status, void *ud);
+
+/* The exit code of the sends' confirms (failed ones, then mm_flush's `flush`), after an
+ * error line naming `what` ("task(s)", "record(s)"...). Returned ones are the caller's. */
+int mmctl_confirm_verdict(const struct mmctl_confirms *st, int flush, const char *what);
+
 int mmctl_emit(struct mmctl_args *a);
 int mmctl_listen(struct mmctl_args *a);
 int mmctl_task(struct mmctl_args *a);

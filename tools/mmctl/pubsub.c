@@ -12,16 +12,11 @@
 
 #define FLUSH_TIMEOUT_MS 10000 /* the confirms' wait without --timeout */
 
-struct send_state {
-    uint64_t confirmed, noroute, failed;
-    int last_error;
-};
-
-static void
-on_sent(mm_t *mm, int status, void *ud)
+void
+mmctl_on_sent(mm_t *mm, int status, void *ud)
 {
     (void) mm;
-    struct send_state *st = ud;
+    struct mmctl_confirms *st = ud;
     if (status == MM_OK) {
         st->confirmed++;
         return;
@@ -35,7 +30,7 @@ on_sent(mm_t *mm, int status, void *ud)
 
 /* The summary of a send: a line, or a JSON object. */
 static void
-print_sent(const struct mmctl_args *a, bool task, uint64_t sent, const struct send_state *st)
+print_sent(const struct mmctl_args *a, bool task, uint64_t sent, const struct mmctl_confirms *st)
 {
     if (!a->json) {
         printf("%s %llu %s to %s.%s\n", task ? "queued" : "emitted", (unsigned long long) sent,
@@ -55,11 +50,12 @@ print_sent(const struct mmctl_args *a, bool task, uint64_t sent, const struct se
 
 /* Send --count messages; returns how many the library took, *ret_rc its refusal. */
 static uint64_t
-send_n(struct mmctl_session *s, bool task, const mm_body_t *b, struct send_state *st, int *ret_rc)
+send_n(struct mmctl_session *s, bool task, const mm_body_t *b, struct mmctl_confirms *st,
+       int *ret_rc)
 {
     struct mmctl_args *a = s->a;
     mm_send_opts_t so = MM_SEND_OPTS_INIT;
-    so.on_sent = on_sent;
+    so.on_sent = mmctl_on_sent;
     so.sent_ud = st;
     uint64_t n = a->count > 0 ? a->count : 1, i;
     const void *p = b ? mm_body_data(b) : NULL;
@@ -71,19 +67,11 @@ send_n(struct mmctl_session *s, bool task, const mm_body_t *b, struct send_state
     return *ret_rc == MM_OK ? i : i - 1;
 }
 
-/* The exit code of a send, after its error line. */
-static int
-send_verdict(const struct mmctl_args *a, int rc, int flush, const struct send_state *st)
+int
+mmctl_confirm_verdict(const struct mmctl_confirms *st, int flush, const char *what)
 {
-    if (rc != MM_OK)
-        return mmctl_exit_of(rc);
-    if (st->noroute > 0) {
-        mmctl_err("unroutable: no queue for %s.%s (%llu returned)", a->args[0], a->args[1],
-                  (unsigned long long) st->noroute);
-        return MMCTL_EXIT_NOROUTE;
-    }
     if (st->failed > 0) {
-        mmctl_err("%llu not confirmed: %s", (unsigned long long) st->failed,
+        mmctl_err("%llu %s not confirmed: %s", (unsigned long long) st->failed, what,
                   mm_strerror(st->last_error));
         return mmctl_exit_of(st->last_error);
     }
@@ -92,6 +80,20 @@ send_verdict(const struct mmctl_args *a, int rc, int flush, const struct send_st
         return mmctl_exit_of(flush);
     }
     return MMCTL_EXIT_OK;
+}
+
+/* The exit code of a send, after its error line. */
+static int
+send_verdict(const struct mmctl_args *a, int rc, int flush, const struct mmctl_confirms *st)
+{
+    if (rc != MM_OK)
+        return mmctl_exit_of(rc);
+    if (st->noroute > 0) {
+        mmctl_err("unroutable: no queue for %s.%s (%llu returned)", a->args[0], a->args[1],
+                  (unsigned long long) st->noroute);
+        return MMCTL_EXIT_NOROUTE;
+    }
+    return mmctl_confirm_verdict(st, flush, "message(s)");
 }
 
 static int
@@ -104,7 +106,7 @@ send_verb(struct mmctl_args *a, bool task)
         mm_body_free(b);
         return rc;
     }
-    struct send_state st = {0};
+    struct mmctl_confirms st = {0};
     rc = MM_OK;
     uint64_t sent = send_n(&s, task, b, &st, &rc);
     mm_body_free(b);

@@ -77,31 +77,13 @@ mmctl_topic_delete(struct mmctl_args *a)
 
 /* ---- topic-publish ---- */
 
-struct publish_state {
-    uint64_t confirmed, failed;
-    int last_error;
-};
-
-static void
-on_sent(mm_t *mm, int status, void *ud)
-{
-    (void) mm;
-    struct publish_state *st = ud;
-    if (status == MM_OK) {
-        st->confirmed++;
-    } else {
-        st->failed++;
-        st->last_error = status;
-    }
-}
-
 /* Publish --count records; returns how many the library took, *ret_rc its refusal. */
 static uint64_t
-publish_n(struct mmctl_session *s, const mm_body_t *b, struct publish_state *st, int *ret_rc)
+publish_n(struct mmctl_session *s, const mm_body_t *b, struct mmctl_confirms *st, int *ret_rc)
 {
     const struct mmctl_args *a = s->a;
     mm_send_opts_t so = MM_SEND_OPTS_INIT;
-    so.on_sent = on_sent;
+    so.on_sent = mmctl_on_sent;
     so.sent_ud = st;
     uint64_t n = a->count > 0 ? a->count : 1, sent = 0;
     const void *p = b != NULL ? mm_body_data(b) : NULL;
@@ -114,24 +96,21 @@ publish_n(struct mmctl_session *s, const mm_body_t *b, struct publish_state *st,
     return sent;
 }
 
-/* The exit code of the confirms, after an error line. */
+/* The exit code of the confirms, after an error line: a record returned
+ * means the stream went away meanwhile. */
 static int
-publish_verdict(const struct publish_state *st, int flush)
+publish_verdict(const struct mmctl_args *a, const struct mmctl_confirms *st, int flush)
 {
-    if (st->failed > 0) {
-        mmctl_err("%llu record(s) not confirmed: %s", (unsigned long long) st->failed,
-                  mm_strerror(st->last_error));
-        return mmctl_exit_of(st->last_error);
+    if (st->noroute > 0) {
+        mmctl_err("%llu record(s) returned: topic '%s' is gone", (unsigned long long) st->noroute,
+                  a->args[0]);
+        return MMCTL_EXIT_NOROUTE;
     }
-    if (flush != MM_OK) {
-        mmctl_err("confirms not all in: %s", mm_strerror(flush));
-        return mmctl_exit_of(flush);
-    }
-    return MMCTL_EXIT_OK;
+    return mmctl_confirm_verdict(st, flush, "record(s)");
 }
 
 static void
-print_published(const struct mmctl_args *a, uint64_t sent, const struct publish_state *st)
+print_published(const struct mmctl_args *a, uint64_t sent, const struct mmctl_confirms *st)
 {
     if (!a->json) {
         printf("published %llu record(s) of type %s to %s\n", (unsigned long long) sent, a->args[1],
@@ -141,7 +120,7 @@ print_published(const struct mmctl_args *a, uint64_t sent, const struct publish_
     }
     mmctl_print_json(json_pack("{s:s, s:s, s:I, s:I, s:I}", "topic", a->args[0], "type", a->args[1],
                                "sent", (json_int_t) sent, "confirmed", (json_int_t) st->confirmed,
-                               "failed", (json_int_t) st->failed));
+                               "failed", (json_int_t) (st->failed + st->noroute)));
 }
 
 int
@@ -154,7 +133,7 @@ mmctl_topic_publish(struct mmctl_args *a)
         mm_body_free(b);
         return rc;
     }
-    struct publish_state st = {0};
+    struct mmctl_confirms st = {0};
     rc = MM_OK;
     uint64_t sent = publish_n(&s, b, &st, &rc);
     mm_body_free(b);
@@ -163,7 +142,7 @@ mmctl_topic_publish(struct mmctl_args *a)
     int flush = mm_flush(s.mm, mmctl_timeout(a, FLUSH_TIMEOUT_MS));
     mmctl_close(&s);
     if (code == MMCTL_EXIT_OK)
-        code = publish_verdict(&st, flush);
+        code = publish_verdict(a, &st, flush);
     if (code == MMCTL_EXIT_OK || a->json)
         print_published(a, sent, &st);
     return code;
